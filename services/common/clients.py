@@ -1,0 +1,177 @@
+"""Typed gRPC clients: deadlines by default, retry on UNAVAILABLE, bearer token, TLS.
+
+with connect("judge") as client:
+    response = client.stub.Judge(request)
+    job = client.jobs.GetJob(common_pb2.GetJobRequest(job_id=...))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from kiln.common.v1 import common_pb2_grpc
+from services.common.settings import SERVICES, Settings, get_settings
+
+STUBS: dict[str, tuple[str, str]] = {
+    "inference": ("kiln.inference.v1.inference_pb2_grpc", "InferenceStub"),
+    "judge": ("kiln.judge.v1.judge_pb2_grpc", "JudgeStub"),
+    "toolsynth": ("kiln.toolsynth.v1.toolsynth_pb2_grpc", "ToolSynthStub"),
+    "trainer": ("kiln.trainer.v1.trainer_pb2_grpc", "TrainerStub"),
+    "prober": ("kiln.prober.v1.prober_pb2_grpc", "ProberStub"),
+}
+SERVICE_NAMES = {
+    "inference": "kiln.inference.v1.Inference",
+    "judge": "kiln.judge.v1.Judge",
+    "toolsynth": "kiln.toolsynth.v1.ToolSynth",
+    "trainer": "kiln.trainer.v1.Trainer",
+    "prober": "kiln.prober.v1.Prober",
+}
+
+
+def service_config(deadline_s: float, attempts: int = 4) -> str:
+    """gRPC service config: a default deadline and transparent retry on UNAVAILABLE."""
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{}],
+                    "timeout": f"{deadline_s:.3f}s",
+                    "retryPolicy": {
+                        "maxAttempts": attempts,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` (works on insecure channels too)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), self._header],
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation: Callable, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Callable, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Callable, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Callable, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+def open_channel(
+    target: str,
+    settings: Settings | None = None,
+    token: str | None = None,
+    deadline_s: float | None = None,
+) -> grpc.Channel:
+    """A channel to target with kiln's defaults (TLS when KILN_TLS_CA is set)."""
+    settings = settings or get_settings()
+    options = [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", service_config(deadline_s or settings.deadline_s)),
+    ]
+    if settings.tls_ca:
+        cert = settings.tls_client_cert.read_bytes() if settings.tls_client_cert else None
+        key = settings.tls_client_key.read_bytes() if settings.tls_client_key else None
+        creds = grpc.ssl_channel_credentials(settings.tls_ca.read_bytes(), key, cert)
+        channel = grpc.secure_channel(target, creds, options=options)
+    else:
+        channel = grpc.insecure_channel(target, options=options)
+    token = settings.auth_token if token is None else token
+    if token:
+        channel = grpc.intercept_channel(channel, _BearerToken(token))
+    return channel
+
+
+class KilnClient:
+    """The service stub, the Jobs stub and health of one kiln server."""
+
+    def __init__(
+        self,
+        service: str,
+        target: str | None = None,
+        settings: Settings | None = None,
+        token: str | None = None,
+        deadline_s: float | None = None,
+    ) -> None:
+        import importlib
+
+        from grpc_health.v1 import health_pb2_grpc
+
+        if service not in SERVICES:
+            raise ValueError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
+        settings = settings or get_settings()
+        self.service = service
+        self.target = target or settings.target(service)
+        self.channel = open_channel(self.target, settings, token, deadline_s)
+        module, stub = STUBS[service]
+        self.stub = getattr(importlib.import_module(module), stub)(self.channel)
+        self.jobs = common_pb2_grpc.JobsStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def health_status(self, timeout: float = 2.0) -> str:
+        """SERVING | NOT_SERVING | UNREACHABLE."""
+        from grpc_health.v1 import health_pb2
+
+        try:
+            reply = self.health.Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAMES[self.service]), timeout=timeout
+            )
+        except grpc.RpcError:
+            return "UNREACHABLE"
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> KilnClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(service: str, **kwargs: Any) -> KilnClient:
+    return KilnClient(service, **kwargs)

@@ -1,0 +1,52 @@
+"""`python -m services.<svc> serve|worker`: the two processes of every service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+
+from services.common.logs import setup_logging
+from services.common.settings import get_settings
+
+
+def main(service: str, argv: list[str] | None = None) -> None:
+    """Runs services.<service>.servicer:register's server, or services.<service>.tasks' worker."""
+    parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gRPC server")
+    serve.add_argument("--port", type=int, help=f"default: KILN_{service.upper()}_PORT")
+    worker = sub.add_parser("worker", help=f"run a Celery worker on the {service!r} queue")
+    worker.add_argument("--concurrency", type=int, help="default: KILN_WORKER_CONCURRENCY")
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+
+    settings = get_settings()
+    setup_logging(service, settings.log_level, settings.log_json)
+    if args.command == "serve":
+        from services.common.server import serve as run_server
+
+        if args.port:
+            settings = settings.model_copy(update={f"{service}_port": args.port})
+        registrar = importlib.import_module(f"services.{service}.servicer").register
+        asyncio.run(run_server(service, registrar, settings))
+    else:
+        app = importlib.import_module(f"services.{service}.tasks").app
+        concurrency = args.concurrency or settings.worker_concurrency
+        app.worker_main(
+            [
+                "worker",
+                "-Q",
+                service,
+                "--pool",
+                "prefork",
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{service}@%h",
+                "--loglevel",
+                settings.log_level,
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )

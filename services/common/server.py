@@ -1,0 +1,117 @@
+"""gRPC server bootstrap shared by the five services (grpc.aio).
+
+Every server gets: auth and error interceptors, the kiln.common.v1.Jobs service for its own
+queue, health (per service and overall), reflection, the message cap, optional TLS/mTLS, and
+a SIGTERM drain: health goes NOT_SERVING, then the server stops with a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.interceptors import AuthInterceptor, ErrorInterceptor
+from services.common.jobs import JobManager
+from services.common.jobs_servicer import register_jobs
+from services.common.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Registers a service's servicers on the server (they submit jobs through the JobManager)
+# and returns their full service names.
+Registrar = Callable[[grpc.aio.Server, Settings, JobManager], Sequence[str]]
+
+
+@dataclass
+class KilnServer:
+    service: str
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    service_names: tuple[str, ...]
+    port: int = 0
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in (*self.service_names, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if not settings.tls_cert:
+        return None
+    if not settings.tls_key:
+        raise ValueError("KILN_TLS_CERT needs KILN_TLS_KEY")
+    key, cert = settings.tls_key.read_bytes(), settings.tls_cert.read_bytes()
+    ca = settings.tls_ca.read_bytes() if settings.tls_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
+def build_server(
+    service: str, registrar: Registrar, settings: Settings | None = None, address: str | None = None
+) -> KilnServer:
+    """Builds (does not start) the server of `service` bound to address (host:port; port 0
+    picks a free one, reported in .port)."""
+    settings = settings or get_settings()
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if settings.auth_token:
+        interceptors.append(AuthInterceptor(settings.auth_token))
+    interceptors.append(ErrorInterceptor())
+    options = [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
+    jobs = JobManager(service, settings)
+    names = [*registrar(server, settings, jobs), register_jobs(server, jobs)]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    address = address or f"{settings.grpc_host}:{settings.port(service)}"
+    credentials = _server_credentials(settings)
+    if credentials:
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    return KilnServer(service, server, health_servicer, tuple(names), port)
+
+
+async def serve(service: str, registrar: Registrar, settings: Settings | None = None) -> None:
+    """Runs the server until SIGTERM/SIGINT, then drains."""
+    settings = settings or get_settings()
+    kiln_server = build_server(service, registrar, settings)
+    await kiln_server.start()
+    log.info(
+        "%s serving on %s:%d",
+        service,
+        settings.grpc_host,
+        kiln_server.port,
+        extra={"fields": {"port": kiln_server.port}},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("%s draining for up to %.1fs", service, settings.shutdown_grace_s)
+    await kiln_server.stop(settings.shutdown_grace_s)

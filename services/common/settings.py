@@ -1,0 +1,80 @@
+"""One settings object for every kiln process, read from `KILN_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("inference", "judge", "toolsynth", "trainer", "prober")
+DEFAULT_PORTS = {name: 50051 + i for i, name in enumerate(SERVICES)}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KILN_", extra="ignore")
+
+    home: Path = Field(Path.home() / ".kiln", description="state, caches and logs of kiln up")
+    log_level: str = Field("INFO", description="root log level")
+    log_json: bool = Field(True, description="JSON log lines (false: plain text)")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker, results, jobs")
+
+    s3_endpoint: str = Field("127.0.0.1:9000", description="host:port of the S3/MinIO endpoint")
+    s3_access_key: str = Field("kiln", description="S3 access key")
+    s3_secret_key: str = Field("kiln-secret", description="S3 secret key")
+    s3_secure: bool = Field(False, description="https to the S3 endpoint")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    bucket: str = Field("kiln", description="bucket for datasets, checkpoints and runs")
+    s3_retries: int = Field(4, description="attempts per object-store call before UNAVAILABLE")
+
+    grpc_host: str = Field("127.0.0.1", description="address servers bind and clients dial")
+    inference_port: int = DEFAULT_PORTS["inference"]
+    judge_port: int = DEFAULT_PORTS["judge"]
+    toolsynth_port: int = DEFAULT_PORTS["toolsynth"]
+    trainer_port: int = DEFAULT_PORTS["trainer"]
+    prober_port: int = DEFAULT_PORTS["prober"]
+    max_message_bytes: int = Field(64 * 1024 * 1024, description="gRPC message cap")
+    shutdown_grace_s: float = Field(10.0, description="drain time after SIGTERM")
+    deadline_s: float = Field(60.0, description="client default deadline per call")
+
+    auth_token: str = Field("", description="bearer token every RPC but health must carry")
+    tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS")
+    tls_key: Path | None = Field(None, description="server private key (PEM)")
+    tls_ca: Path | None = Field(
+        None,
+        description="CA (PEM): clients verify with it; servers "
+        "given it require client certificates (mTLS)",
+    )
+    tls_client_cert: Path | None = Field(None, description="client certificate for mTLS")
+    tls_client_key: Path | None = Field(None, description="client key for mTLS")
+
+    task_time_limit_s: int = Field(6 * 3600, description="hard limit of the longest task")
+    visibility_timeout_s: int = Field(0, description="Redis redelivery timeout; 0: limit + 10%")
+    worker_concurrency: int = Field(1, description="prefork children per worker")
+
+    models_dir: Path | None = Field(None, description="local folder of named models")
+    cache_dir: Path | None = Field(None, description="download cache; default <home>/cache")
+
+    def port(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def target(self, service: str) -> str:
+        return f"{self.grpc_host}:{self.port(service)}"
+
+    @property
+    def effective_visibility_timeout_s(self) -> int:
+        if self.visibility_timeout_s > 0:
+            return self.visibility_timeout_s
+        return int(self.task_time_limit_s * 1.1) + 60
+
+    @property
+    def effective_cache_dir(self) -> Path:
+        return self.cache_dir or self.home / "cache"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests that change the environment call cache_clear()."""
+    return Settings()

@@ -1,0 +1,4 @@
+from services.common.entry import main
+
+if __name__ == "__main__":
+    main("prober")
