@@ -1,0 +1,126 @@
+"""Content-addressed response cache and usage accounting around any Backend.
+
+The key is sha256 over (backend fingerprint, rendered prompt, sampling params incl. seed) for
+generation and (fingerprint, rendered prompt, continuation) for scoring. Only reproducible
+calls (greedy or seeded) are cached. The store is anything with get(key) -> bytes | str | None
+and set(key, value): a redis.Redis client shares the cache across workers; MemoryStore keeps
+it in the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from services.llm.base import Backend, Completion, Prompt, SamplingParams, TokenScores, Usage
+
+
+class KeyValueStore(Protocol):
+    def get(self, key: str) -> bytes | str | None: ...
+
+    def set(self, key: str, value: str) -> Any: ...
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self.data[key] = value
+
+
+class ResponseCache:
+    PREFIX = "kiln:llmcache:"
+
+    def __init__(self, store: KeyValueStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return ResponseCache.PREFIX + hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        raw = self.store.get(key)
+        return json.loads(raw) if raw else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self.store.set(key, json.dumps(value))
+
+
+class CachingBackend:
+    """A Backend that answers reproducible calls from the cache, sends the misses to the
+    wrapped backend in one batch, and counts calls, cache hits and tokens per stage."""
+
+    def __init__(self, inner: Backend, cache: ResponseCache | None = None,
+                 usage: Usage | None = None, stage: str = "default") -> None:
+        self.inner = inner
+        self.cache = cache
+        self.usage = usage if usage is not None else Usage()
+        self.stage = stage
+        self.name = inner.name
+        self.model = inner.model
+
+    @property
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint
+
+    def with_stage(self, stage: str) -> CachingBackend:
+        """The same backend, cache and usage, counted under another stage name."""
+        return CachingBackend(self.inner, self.cache, self.usage, stage)
+
+    def render(self, prompt: Prompt) -> str:
+        return self.inner.render(prompt)
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(prompts)
+        keys: list[str | None] = [None] * len(prompts)
+        if self.cache is not None and params.reproducible:
+            for i, prompt in enumerate(prompts):
+                keys[i] = ResponseCache.key("generate", self.fingerprint, self.render(prompt),
+                                            params.to_dict())
+                hit = self.cache.get(keys[i])
+                if hit is not None:
+                    results[i] = Completion(**{**hit, "cached": True})
+        misses = [i for i, r in enumerate(results) if r is None]
+        if misses:
+            fresh = self.inner.generate([prompts[i] for i in misses], params)
+            for i, completion in zip(misses, fresh, strict=True):
+                results[i] = completion
+                if keys[i] is not None and completion.finish_reason != "abort":
+                    self.cache.put(keys[i], {**completion.to_dict(), "cached": False})
+        done = [r for r in results if r is not None]
+        self.usage.add(self.stage, calls=len(misses), cached=len(prompts) - len(misses),
+                       prompt=sum(done[i].prompt_tokens for i in misses),
+                       completion=sum(len(done[i].token_ids) for i in misses))
+        return done
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]
+              ) -> list[TokenScores]:
+        results: list[TokenScores | None] = [None] * len(prompts)
+        keys: list[str | None] = [None] * len(prompts)
+        if self.cache is not None:
+            for i, (prompt, continuation) in enumerate(zip(prompts, continuations, strict=True)):
+                keys[i] = ResponseCache.key("score", self.fingerprint, self.render(prompt),
+                                            continuation)
+                hit = self.cache.get(keys[i])
+                if hit is not None:
+                    results[i] = TokenScores(**{**hit, "cached": True})
+        misses = [i for i, r in enumerate(results) if r is None]
+        if misses:
+            fresh = self.inner.score([prompts[i] for i in misses],
+                                     [continuations[i] for i in misses])
+            for i, scores in zip(misses, fresh, strict=True):
+                results[i] = scores
+                if keys[i] is not None:
+                    self.cache.put(keys[i], {**scores.to_dict(), "cached": False})
+        done = [r for r in results if r is not None]
+        self.usage.add(self.stage, calls=len(misses), cached=len(prompts) - len(misses),
+                       prompt=sum(done[i].prompt_tokens + len(done[i].token_ids)
+                                  for i in misses))
+        return done

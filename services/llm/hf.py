@@ -1,0 +1,134 @@
+"""The `hf` backend: transformers models on CPU or GPU, batched with left padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from services.llm.base import (
+    Completion,
+    Prompt,
+    SamplingParams,
+    TokenScores,
+    truncate_at_stop,
+    validate_prompt,
+)
+from services.llm.tokens import (
+    encode_continuation,
+    encode_prompt,
+    folder_fingerprint,
+    render_prompt,
+)
+
+
+def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
+    """(model, tokenizer) from a local folder, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+    model.to(device).eval()
+    return model, tokenizer
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, path: str | Path, model: Any = None, tokenizer: Any = None,
+                 dtype: str = "float32", device: str = "cpu", name: str | None = None) -> None:
+        self.path = Path(path)
+        self.model = name or self.path.name
+        if model is None or tokenizer is None:
+            model, tokenizer = load_model(self.path, dtype, device)
+        self.hf_model, self.tokenizer = model, tokenizer
+        self.device = device
+        self._fingerprint = f"hf:{folder_fingerprint(self.path)}:{dtype}"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def render(self, prompt: Prompt) -> str:
+        return render_prompt(self.tokenizer, prompt)
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows],
+                            device=self.device)
+        return ids, mask
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        import torch
+
+        params.validate()
+        rows = [encode_prompt(self.tokenizer, validate_prompt(p)) for p in prompts]
+        if not rows:
+            return []
+        ids, mask = self._left_pad(rows)
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": False}
+        if not params.greedy:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                          top_k=params.top_k or None)
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        with torch.inference_mode():
+            out = self.hf_model.generate(
+                input_ids=ids, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id, return_dict_in_generate=True,
+                output_logits=params.logprobs, **kwargs)
+        new_tokens = out.sequences[:, ids.shape[1]:]
+        step_logprobs = (torch.stack(out.logits, 1).float().log_softmax(-1)
+                         if params.logprobs else None)
+        results = []
+        for b, prompt_ids in enumerate(rows):
+            tokens = new_tokens[b].tolist()
+            finish = "length"
+            if self.tokenizer.eos_token_id in tokens:
+                tokens = tokens[: tokens.index(self.tokenizer.eos_token_id) + 1]
+                finish = "stop"
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            text, stopped = truncate_at_stop(text, params.stop)
+            if stopped:
+                finish = "stop"
+            logprobs = None
+            if step_logprobs is not None:
+                logprobs = [float(step_logprobs[b, t, tok]) for t, tok in enumerate(tokens)]
+            results.append(Completion(text, tokens, finish, len(prompt_ids), logprobs))
+        return results
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]
+              ) -> list[TokenScores]:
+        import torch
+
+        if len(prompts) != len(continuations):
+            raise ValueError("one continuation per prompt")
+        prefix = [encode_prompt(self.tokenizer, validate_prompt(p)) for p in prompts]
+        suffix = [encode_continuation(self.tokenizer, c) for c in continuations]
+        if not prefix:
+            return []
+        rows = [p + s for p, s in zip(prefix, suffix, strict=True)]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows],
+                            device=self.device)
+        with torch.inference_mode():
+            logits = self.hf_model(input_ids=ids, attention_mask=mask).logits.float()
+        logprobs = logits.log_softmax(-1)
+        results = []
+        for b, (p, s) in enumerate(zip(prefix, suffix, strict=True)):
+            positions = torch.arange(len(p) - 1, len(p) + len(s) - 1, device=self.device)
+            targets = torch.tensor(s, device=self.device, dtype=torch.long)
+            values = logprobs[b, positions, targets].tolist() if s else []
+            results.append(TokenScores(s, [float(v) for v in values], len(p)))
+        return results

@@ -1,0 +1,95 @@
+"""The `remote` backend: the kiln inference service over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from services.llm.base import Completion, Prompt, SamplingParams, TokenScores, validate_prompt
+from services.llm.scripted import render_plain
+
+
+def prompt_fields(prompt: Prompt) -> dict[str, Any]:
+    """The `prompt`/`messages` oneof of GenerateRequest and ScoreItem."""
+    from kiln.inference.v1 import inference_pb2 as pb
+
+    if isinstance(prompt, str):
+        return {"prompt": prompt}
+    return {"messages": pb.Messages(messages=[pb.ChatMessage(role=m["role"],
+                                                             content=m["content"])
+                                              for m in prompt])}
+
+
+def sampling_to_pb(params: SamplingParams) -> Any:
+    from kiln.inference.v1 import inference_pb2 as pb
+
+    fields: dict[str, Any] = {
+        "max_tokens": params.max_tokens, "temperature": params.temperature,
+        "top_p": params.top_p, "top_k": params.top_k, "stop": list(params.stop),
+        "return_logprobs": params.logprobs,
+    }
+    if params.seed is not None:
+        fields["seed"] = params.seed
+    return pb.SamplingParams(**fields)
+
+
+class RemoteBackend:
+    """Sends each prompt as a streaming Generate call (concurrently, up to `parallelism`) and
+    each score batch as one Score call to the model named `model` on the inference server."""
+
+    name = "remote"
+
+    def __init__(self, model: str, target: str | None = None, parallelism: int = 16,
+                 client: Any = None, kv: Any = None) -> None:
+        from services.common.clients import KilnClient
+
+        self.model = model
+        self.client = client or KilnClient("inference", target=target)
+        self.parallelism = parallelism
+        self.kv = kv  # optional inference_pb2.KVCompression for every request
+
+    @property
+    def fingerprint(self) -> str:
+        return f"remote:{self.client.target}:{self.model}"
+
+    def render(self, prompt: Prompt) -> str:
+        # The server applies the model's chat template; this key only has to be unique.
+        return render_plain(prompt)
+
+    def _generate_one(self, prompt: Prompt, params: SamplingParams) -> Completion:
+        import uuid
+
+        from kiln.inference.v1 import inference_pb2 as pb
+
+        request = pb.GenerateRequest(request_id=uuid.uuid4().hex, model=self.model,
+                                     sampling=sampling_to_pb(params), kv=self.kv,
+                                     **prompt_fields(validate_prompt(prompt)))
+        for response in self.client.stub.Generate(request):
+            if response.WhichOneof("kind") == "complete":
+                done = response.complete
+                return Completion(done.text, list(done.token_ids), done.finish_reason,
+                                  int(done.usage.prompt_tokens),
+                                  list(done.logprobs) if params.logprobs else None)
+        raise RuntimeError("Generate stream ended without a complete message")
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        params.validate()
+        if len(prompts) <= 1:
+            return [self._generate_one(p, params) for p in prompts]
+        with ThreadPoolExecutor(min(self.parallelism, len(prompts))) as pool:
+            return list(pool.map(lambda p: self._generate_one(p, params), prompts))
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]
+              ) -> list[TokenScores]:
+        import uuid
+
+        from kiln.inference.v1 import inference_pb2 as pb
+
+        items = [pb.ScoreItem(continuation=c, **prompt_fields(validate_prompt(p)))
+                 for p, c in zip(prompts, continuations, strict=True)]
+        if not items:
+            return []
+        reply = self.client.stub.Score(pb.ScoreRequest(request_id=uuid.uuid4().hex,
+                                                       model=self.model, items=items))
+        return [TokenScores(list(r.token_ids), list(r.logprobs)) for r in reply.results]

@@ -1,0 +1,38 @@
+"""Prompt tokenization shared by the local backends (hf and vllm tokenize the same way)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from services.llm.base import Prompt
+
+
+def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Raw text gets the tokenizer's special tokens (BOS); a chat template already has them."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    return list(tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+
+
+def encode_continuation(tokenizer: Any, continuation: str) -> list[int]:
+    """Continuation tokens are encoded on their own and appended to the prompt's tokens."""
+    return list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+
+
+def folder_fingerprint(path: str | Path) -> str:
+    """sha256 over the names, sizes and mtimes of a model folder's files (cheap, no reads)."""
+    digest = hashlib.sha256()
+    root = Path(path)
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
