@@ -22,6 +22,7 @@ def queue_of(task_name: str) -> str:
 def make_celery(service: str, settings: Settings | None = None) -> Celery:
     """A Celery app whose worker consumes the `service` queue (or only produces, in servers)."""
     settings = settings or get_settings()
+    restore_interval = max(1, min(60, settings.effective_visibility_timeout_s // 5))
     app = Celery(f"kiln-{service}", broker=settings.redis_url, backend=settings.redis_url)
     app.conf.update(
         task_serializer="json",
@@ -33,9 +34,15 @@ def make_celery(service: str, settings: Settings | None = None) -> Celery:
         worker_pool="prefork",
         worker_concurrency=settings.worker_concurrency,
         task_time_limit=settings.task_time_limit_s,
-        task_soft_time_limit=max(1, settings.task_time_limit_s - 30),
+        # the soft limit raises inside the task first, so it can record FAILED cleanly
+        task_soft_time_limit=settings.task_time_limit_s
+        - min(30, max(1, settings.task_time_limit_s // 10)),
         broker_transport_options={
             "visibility_timeout": settings.effective_visibility_timeout_s,
+            # sweep for messages of dead workers (unacked past the visibility timeout) every
+            # interval seconds; kombu's default scans only every 10th sweep (100 s)
+            "unacked_restore_interval": restore_interval,
+            "unacked_restore_throttle": 1,
         },
         result_backend_transport_options={
             "visibility_timeout": settings.effective_visibility_timeout_s,

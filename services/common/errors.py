@@ -42,3 +42,7 @@ class IntegrityError(KilnError):
 
 class Cancelled(KilnError):
     """The work was cancelled by its owner."""
+
+
+class Unimplemented(KilnError):
+    """The request asks for something this build does not do (yet)."""

@@ -8,6 +8,7 @@ UNAVAILABLE, ...; anything else is INTERNAL with no internals in the message.
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
 import time
 import uuid
@@ -36,6 +37,7 @@ STATUS_OF: dict[type[errors.KilnError], grpc.StatusCode] = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.IntegrityError: grpc.StatusCode.DATA_LOSS,
     errors.Cancelled: grpc.StatusCode.CANCELLED,
+    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 
@@ -128,6 +130,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         request_id = str(metadata.get("x-request-id") or uuid.uuid4().hex[:16])
 
         async def fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+            if isinstance(exc, NotImplementedError):  # the generated base servicer's default
+                await context.abort(
+                    grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented in this build"
+                )
             if isinstance(exc, errors.KilnError):
                 code = status_of(exc)
                 if isinstance(exc, errors.InvalidInput):
@@ -160,7 +166,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 token = request_id_var.set(request_id)
                 start = time.perf_counter()
                 try:
-                    response = await behaviour(request, context)
+                    response = behaviour(request, context)
+                    if inspect.isawaitable(response):
+                        response = await response
                     log.debug("rpc %s ok in %.1f ms", method, 1e3 * (time.perf_counter() - start))
                     return response
                 except grpc.aio.AbortError:

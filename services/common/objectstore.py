@@ -53,7 +53,7 @@ def validate_key(key: str, field: str = "key") -> str:
     """
     if not key or len(key.encode()) > 1024:
         raise InvalidInput(field, "object key must be 1..1024 bytes")
-    if not _KEY_RE.match(key):
+    if not _KEY_RE.fullmatch(key):
         raise InvalidInput(
             field, f"object key {key!r} has a character or empty segment outside [A-Za-z0-9._=+-/]"
         )

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(0, description="Redis redelivery timeout; 0: limit + 10%")
     worker_concurrency: int = Field(1, description="prefork children per worker")
 
+    max_concurrent_generations: int = Field(8, description="inference slots per server")
     models_dir: Path | None = Field(None, description="local folder of named models")
     cache_dir: Path | None = Field(None, description="download cache; default <home>/cache")
 

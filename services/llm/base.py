@@ -94,14 +94,16 @@ class Usage:
     completion_tokens: int = 0
     by_stage: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add(self, stage: str, calls: int = 0, cached: int = 0, prompt: int = 0,
-            completion: int = 0) -> None:
+    def add(
+        self, stage: str, calls: int = 0, cached: int = 0, prompt: int = 0, completion: int = 0
+    ) -> None:
         self.calls += calls
         self.cached_calls += cached
         self.prompt_tokens += prompt
         self.completion_tokens += completion
         entry = self.by_stage.setdefault(
-            stage, {"calls": 0, "cached_calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+            stage, {"calls": 0, "cached_calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        )
         entry["calls"] += calls
         entry["cached_calls"] += cached
         entry["prompt_tokens"] += prompt
@@ -130,8 +132,9 @@ class Backend(Protocol):
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]: ...
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]
-              ) -> list[TokenScores]: ...
+    def score(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str]
+    ) -> list[TokenScores]: ...
 
 
 def validate_prompt(prompt: Prompt, field_name: str = "prompt") -> Prompt:

@@ -57,8 +57,13 @@ class CachingBackend:
     """A Backend that answers reproducible calls from the cache, sends the misses to the
     wrapped backend in one batch, and counts calls, cache hits and tokens per stage."""
 
-    def __init__(self, inner: Backend, cache: ResponseCache | None = None,
-                 usage: Usage | None = None, stage: str = "default") -> None:
+    def __init__(
+        self,
+        inner: Backend,
+        cache: ResponseCache | None = None,
+        usage: Usage | None = None,
+        stage: str = "default",
+    ) -> None:
         self.inner = inner
         self.cache = cache
         self.usage = usage if usage is not None else Usage()
@@ -82,8 +87,9 @@ class CachingBackend:
         keys: list[str | None] = [None] * len(prompts)
         if self.cache is not None and params.reproducible:
             for i, prompt in enumerate(prompts):
-                keys[i] = ResponseCache.key("generate", self.fingerprint, self.render(prompt),
-                                            params.to_dict())
+                keys[i] = ResponseCache.key(
+                    "generate", self.fingerprint, self.render(prompt), params.to_dict()
+                )
                 hit = self.cache.get(keys[i])
                 if hit is not None:
                     results[i] = Completion(**{**hit, "cached": True})
@@ -95,32 +101,40 @@ class CachingBackend:
                 if keys[i] is not None and completion.finish_reason != "abort":
                     self.cache.put(keys[i], {**completion.to_dict(), "cached": False})
         done = [r for r in results if r is not None]
-        self.usage.add(self.stage, calls=len(misses), cached=len(prompts) - len(misses),
-                       prompt=sum(done[i].prompt_tokens for i in misses),
-                       completion=sum(len(done[i].token_ids) for i in misses))
+        self.usage.add(
+            self.stage,
+            calls=len(misses),
+            cached=len(prompts) - len(misses),
+            prompt=sum(done[i].prompt_tokens for i in misses),
+            completion=sum(len(done[i].token_ids) for i in misses),
+        )
         return done
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]
-              ) -> list[TokenScores]:
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         results: list[TokenScores | None] = [None] * len(prompts)
         keys: list[str | None] = [None] * len(prompts)
         if self.cache is not None:
             for i, (prompt, continuation) in enumerate(zip(prompts, continuations, strict=True)):
-                keys[i] = ResponseCache.key("score", self.fingerprint, self.render(prompt),
-                                            continuation)
+                keys[i] = ResponseCache.key(
+                    "score", self.fingerprint, self.render(prompt), continuation
+                )
                 hit = self.cache.get(keys[i])
                 if hit is not None:
                     results[i] = TokenScores(**{**hit, "cached": True})
         misses = [i for i, r in enumerate(results) if r is None]
         if misses:
-            fresh = self.inner.score([prompts[i] for i in misses],
-                                     [continuations[i] for i in misses])
+            fresh = self.inner.score(
+                [prompts[i] for i in misses], [continuations[i] for i in misses]
+            )
             for i, scores in zip(misses, fresh, strict=True):
                 results[i] = scores
                 if keys[i] is not None:
                     self.cache.put(keys[i], {**scores.to_dict(), "cached": False})
         done = [r for r in results if r is not None]
-        self.usage.add(self.stage, calls=len(misses), cached=len(prompts) - len(misses),
-                       prompt=sum(done[i].prompt_tokens + len(done[i].token_ids)
-                                  for i in misses))
+        self.usage.add(
+            self.stage,
+            calls=len(misses),
+            cached=len(prompts) - len(misses),
+            prompt=sum(done[i].prompt_tokens + len(done[i].token_ids) for i in misses),
+        )
         return done

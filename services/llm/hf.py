@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,15 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
 class HFBackend:
     name = "hf"
 
-    def __init__(self, path: str | Path, model: Any = None, tokenizer: Any = None,
-                 dtype: str = "float32", device: str = "cpu", name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        model: Any = None,
+        tokenizer: Any = None,
+        dtype: str = "float32",
+        device: str = "cpu",
+        name: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.model = name or self.path.name
         if model is None or tokenizer is None:
@@ -61,8 +69,9 @@ class HFBackend:
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows],
-                            device=self.device)
+        mask = torch.tensor(
+            [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device
+        )
         return ids, mask
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
@@ -75,20 +84,30 @@ class HFBackend:
         ids, mask = self._left_pad(rows)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": False}
         if not params.greedy:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                          top_k=params.top_k or None)
+            kwargs.update(
+                do_sample=True,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k or None,
+            )
             if params.seed is not None:
                 torch.manual_seed(params.seed)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         with torch.inference_mode():
             out = self.hf_model.generate(
-                input_ids=ids, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id, return_dict_in_generate=True,
-                output_logits=params.logprobs, **kwargs)
-        new_tokens = out.sequences[:, ids.shape[1]:]
-        step_logprobs = (torch.stack(out.logits, 1).float().log_softmax(-1)
-                         if params.logprobs else None)
+                input_ids=ids,
+                attention_mask=mask,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                return_dict_in_generate=True,
+                output_logits=params.logprobs,
+                **kwargs,
+            )
+        new_tokens = out.sequences[:, ids.shape[1] :]
+        step_logprobs = (
+            torch.stack(out.logits, 1).float().log_softmax(-1) if params.logprobs else None
+        )
         results = []
         for b, prompt_ids in enumerate(rows):
             tokens = new_tokens[b].tolist()
@@ -106,8 +125,41 @@ class HFBackend:
             results.append(Completion(text, tokens, finish, len(prompt_ids), logprobs))
         return results
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]
-              ) -> list[TokenScores]:
+    def stream(
+        self, prompt: Prompt, params: SamplingParams, abort: threading.Event | None = None
+    ) -> Iterator[tuple[int, float]]:
+        """Decodes one prompt token by token: yields (token id, its log-prob under the model).
+
+        Stops after EOS, max_tokens, or when abort is set (the caller handles stop strings).
+        Greedy decoding gives the same tokens as generate(); sampling draws from a
+        torch.Generator seeded by params.seed.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        params.validate()
+        ids = torch.tensor(
+            [encode_prompt(self.tokenizer, validate_prompt(prompt))], device=self.device
+        )
+        generator = None
+        if not params.greedy:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(
+                params.seed if params.seed is not None else int(torch.seed() % 2**63)
+            )
+        cache = DynamicCache()
+        with torch.inference_mode():
+            logits = self.hf_model(input_ids=ids, past_key_values=cache, use_cache=True).logits
+            for _ in range(params.max_tokens):
+                logprobs = logits[0, -1].float().log_softmax(-1)
+                token = sample_token(logprobs, params, generator)
+                yield token, float(logprobs[token])
+                if token == self.tokenizer.eos_token_id or (abort and abort.is_set()):
+                    return
+                step = torch.tensor([[token]], device=self.device)
+                logits = self.hf_model(input_ids=step, past_key_values=cache, use_cache=True).logits
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         import torch
 
         if len(prompts) != len(continuations):
@@ -120,8 +172,9 @@ class HFBackend:
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows],
-                            device=self.device)
+        mask = torch.tensor(
+            [[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device
+        )
         with torch.inference_mode():
             logits = self.hf_model(input_ids=ids, attention_mask=mask).logits.float()
         logprobs = logits.log_softmax(-1)
@@ -132,3 +185,24 @@ class HFBackend:
             values = logprobs[b, positions, targets].tolist() if s else []
             results.append(TokenScores(s, [float(v) for v in values], len(p)))
         return results
+
+
+def sample_token(logprobs: Any, params: SamplingParams, generator: Any) -> int:
+    """Greedy argmax, or a draw after temperature, top-k and top-p (nucleus) filtering.
+
+    logprobs: [vocab] log-softmax of the model's logits.
+    """
+    import torch
+
+    if params.greedy:
+        return int(logprobs.argmax())
+    scores = logprobs / params.temperature
+    if params.top_k:
+        kth = torch.topk(scores, min(params.top_k, scores.numel())).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_scores, order = scores.sort(descending=True)
+        cumulative = sorted_scores.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_scores.softmax(-1) >= params.top_p  # keep the first over p
+        scores[order[drop]] = float("-inf")
+    return int(torch.multinomial(scores.softmax(-1), 1, generator=generator))

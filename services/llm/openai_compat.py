@@ -19,8 +19,14 @@ from services.llm.scripted import render_plain
 class OpenAIBackend:
     name = "openai"
 
-    def __init__(self, model: str, base_url: str, api_key: str = "", timeout_s: float = 120.0,
-                 parallelism: int = 16) -> None:
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        api_key: str = "",
+        timeout_s: float = 120.0,
+        parallelism: int = 16,
+    ) -> None:
         import httpx
 
         self.model = model
@@ -49,8 +55,12 @@ class OpenAIBackend:
         return response.json()
 
     def _generate_one(self, prompt: Prompt, params: SamplingParams) -> Completion:
-        body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_tokens,
-                                "temperature": params.temperature, "top_p": params.top_p}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
         if params.seed is not None:
             body["seed"] = params.seed
         if params.stop:
@@ -73,9 +83,13 @@ class OpenAIBackend:
         usage = data.get("usage") or {}
         completion_tokens = int(usage.get("completion_tokens", 0))
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return Completion(text, [-1] * completion_tokens, finish,
-                          int(usage.get("prompt_tokens", 0)),
-                          [float(v) for v in logprobs] if params.logprobs and logprobs else None)
+        return Completion(
+            text,
+            [-1] * completion_tokens,
+            finish,
+            int(usage.get("prompt_tokens", 0)),
+            [float(v) for v in logprobs] if params.logprobs and logprobs else None,
+        )
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
         params.validate()
@@ -83,18 +97,28 @@ class OpenAIBackend:
         with ThreadPoolExecutor(max(1, min(self.parallelism, len(prompts)))) as pool:
             return list(pool.map(lambda p: self._generate_one(p, params), prompts))
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]
-              ) -> list[TokenScores]:
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         results = []
         for prompt, continuation in zip(prompts, continuations, strict=True):
             if not isinstance(prompt, str):
                 raise NotImplementedError("openai scoring takes raw-text prompts")
-            data = self._post("/completions", {
-                "model": self.model, "prompt": prompt + continuation, "max_tokens": 1,
-                "echo": True, "logprobs": 0, "temperature": 0.0})
+            data = self._post(
+                "/completions",
+                {
+                    "model": self.model,
+                    "prompt": prompt + continuation,
+                    "max_tokens": 1,
+                    "echo": True,
+                    "logprobs": 0,
+                    "temperature": 0.0,
+                },
+            )
             logprobs = data["choices"][0]["logprobs"]
             offsets, values = logprobs["text_offset"], logprobs["token_logprobs"]
             keep = [i for i, off in enumerate(offsets[:-1]) if off >= len(prompt)]
-            results.append(TokenScores([-1] * len(keep), [float(values[i]) for i in keep],
-                                       len(offsets) - 1 - len(keep)))
+            results.append(
+                TokenScores(
+                    [-1] * len(keep), [float(values[i]) for i in keep], len(offsets) - 1 - len(keep)
+                )
+            )
         return results

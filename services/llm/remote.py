@@ -16,17 +16,22 @@ def prompt_fields(prompt: Prompt) -> dict[str, Any]:
 
     if isinstance(prompt, str):
         return {"prompt": prompt}
-    return {"messages": pb.Messages(messages=[pb.ChatMessage(role=m["role"],
-                                                             content=m["content"])
-                                              for m in prompt])}
+    return {
+        "messages": pb.Messages(
+            messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in prompt]
+        )
+    }
 
 
 def sampling_to_pb(params: SamplingParams) -> Any:
     from kiln.inference.v1 import inference_pb2 as pb
 
     fields: dict[str, Any] = {
-        "max_tokens": params.max_tokens, "temperature": params.temperature,
-        "top_p": params.top_p, "top_k": params.top_k, "stop": list(params.stop),
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "stop": list(params.stop),
         "return_logprobs": params.logprobs,
     }
     if params.seed is not None:
@@ -40,8 +45,14 @@ class RemoteBackend:
 
     name = "remote"
 
-    def __init__(self, model: str, target: str | None = None, parallelism: int = 16,
-                 client: Any = None, kv: Any = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        target: str | None = None,
+        parallelism: int = 16,
+        client: Any = None,
+        kv: Any = None,
+    ) -> None:
         from services.common.clients import KilnClient
 
         self.model = model
@@ -62,15 +73,23 @@ class RemoteBackend:
 
         from kiln.inference.v1 import inference_pb2 as pb
 
-        request = pb.GenerateRequest(request_id=uuid.uuid4().hex, model=self.model,
-                                     sampling=sampling_to_pb(params), kv=self.kv,
-                                     **prompt_fields(validate_prompt(prompt)))
+        request = pb.GenerateRequest(
+            request_id=uuid.uuid4().hex,
+            model=self.model,
+            sampling=sampling_to_pb(params),
+            kv=self.kv,
+            **prompt_fields(validate_prompt(prompt)),
+        )
         for response in self.client.stub.Generate(request):
             if response.WhichOneof("kind") == "complete":
                 done = response.complete
-                return Completion(done.text, list(done.token_ids), done.finish_reason,
-                                  int(done.usage.prompt_tokens),
-                                  list(done.logprobs) if params.logprobs else None)
+                return Completion(
+                    done.text,
+                    list(done.token_ids),
+                    done.finish_reason,
+                    int(done.usage.prompt_tokens),
+                    list(done.logprobs) if params.logprobs else None,
+                )
         raise RuntimeError("Generate stream ended without a complete message")
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
@@ -80,16 +99,18 @@ class RemoteBackend:
         with ThreadPoolExecutor(min(self.parallelism, len(prompts))) as pool:
             return list(pool.map(lambda p: self._generate_one(p, params), prompts))
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]
-              ) -> list[TokenScores]:
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         import uuid
 
         from kiln.inference.v1 import inference_pb2 as pb
 
-        items = [pb.ScoreItem(continuation=c, **prompt_fields(validate_prompt(p)))
-                 for p, c in zip(prompts, continuations, strict=True)]
+        items = [
+            pb.ScoreItem(continuation=c, **prompt_fields(validate_prompt(p)))
+            for p, c in zip(prompts, continuations, strict=True)
+        ]
         if not items:
             return []
-        reply = self.client.stub.Score(pb.ScoreRequest(request_id=uuid.uuid4().hex,
-                                                       model=self.model, items=items))
+        reply = self.client.stub.Score(
+            pb.ScoreRequest(request_id=uuid.uuid4().hex, model=self.model, items=items)
+        )
         return [TokenScores(list(r.token_ids), list(r.logprobs)) for r in reply.results]

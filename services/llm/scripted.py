@@ -41,9 +41,14 @@ class ScriptedBackend:
 
     name = "scripted"
 
-    def __init__(self, rules: Sequence[tuple[str, str]] = (), responder: Responder | None = None,
-                 recordings: dict[str, str] | None = None, scorer: Scorer | None = None,
-                 model: str = "scripted") -> None:
+    def __init__(
+        self,
+        rules: Sequence[tuple[str, str]] = (),
+        responder: Responder | None = None,
+        recordings: dict[str, str] | None = None,
+        scorer: Scorer | None = None,
+        model: str = "scripted",
+    ) -> None:
         self.rules = [(re.compile(pattern, re.S), template) for pattern, template in rules]
         self.responder = responder
         self.recordings = dict(recordings or {})
@@ -56,8 +61,10 @@ class ScriptedBackend:
     def from_recordings(cls, path: Path, model: str = "scripted") -> ScriptedBackend:
         """Recordings file: JSON Lines of {"prompt": rendered, "response": text}."""
         lines = Path(path).read_text().splitlines()
-        return cls(recordings={(r := json.loads(x))["prompt"]: r["response"] for x in lines if x},
-                   model=model)
+        return cls(
+            recordings={(r := json.loads(x))["prompt"]: r["response"] for x in lines if x},
+            model=model,
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -93,8 +100,7 @@ class ScriptedBackend:
             results.append(Completion(text, tokens, finish, len(rendered.encode()), logprobs))
         return results
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]
-              ) -> list[TokenScores]:
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         results = []
         for prompt, continuation in zip(prompts, continuations, strict=True):
             rendered = self.render(validate_prompt(prompt))

@@ -12,8 +12,7 @@ from services.llm.base import Prompt
 def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
-    return tokenizer.apply_chat_template(list(prompt), tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:

@@ -40,21 +40,27 @@ class VLLMConfig:
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, path: str | Path, config: VLLMConfig | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, config: VLLMConfig | None = None, name: str | None = None
+    ) -> None:
         from vllm import LLM
 
         self.path = Path(path)
         self.model = name or self.path.name
         self.config = config or VLLMConfig()
-        self.llm = LLM(model=str(self.path), dtype=self.config.dtype,
-                       max_model_len=self.config.max_model_len,
-                       kv_cache_dtype=self.config.kv_cache_dtype,
-                       gpu_memory_utilization=self.config.gpu_memory_utilization,
-                       enforce_eager=self.config.enforce_eager, seed=self.config.seed)
+        self.llm = LLM(
+            model=str(self.path),
+            dtype=self.config.dtype,
+            max_model_len=self.config.max_model_len,
+            kv_cache_dtype=self.config.kv_cache_dtype,
+            gpu_memory_utilization=self.config.gpu_memory_utilization,
+            enforce_eager=self.config.enforce_eager,
+            seed=self.config.seed,
+        )
         self.tokenizer = self.llm.get_tokenizer()
-        self._fingerprint = (f"vllm:{folder_fingerprint(self.path)}:{self.config.dtype}:"
-                             f"{self.config.kv_cache_dtype}")
+        self._fingerprint = (
+            f"vllm:{folder_fingerprint(self.path)}:{self.config.dtype}:{self.config.kv_cache_dtype}"
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -76,9 +82,15 @@ class VLLMBackend:
         if not rows:
             return []
         sampling = VSamplingParams(
-            n=1, max_tokens=params.max_tokens, temperature=params.temperature,
-            top_p=params.top_p, top_k=params.top_k, seed=params.seed,
-            stop=list(params.stop) or None, logprobs=0 if params.logprobs else None)
+            n=1,
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            seed=params.seed,
+            stop=list(params.stop) or None,
+            logprobs=0 if params.logprobs else None,
+        )
         outputs = self.llm.generate(self._prompts(rows), sampling, use_tqdm=False)
         results = []
         for prompt_ids, out in zip(rows, outputs, strict=True):
@@ -86,14 +98,15 @@ class VLLMBackend:
             tokens = list(sample.token_ids)
             logprobs = None
             if params.logprobs and sample.logprobs is not None:
-                logprobs = [float(step[tok].logprob)
-                            for step, tok in zip(sample.logprobs, tokens, strict=True)]
+                logprobs = [
+                    float(step[tok].logprob)
+                    for step, tok in zip(sample.logprobs, tokens, strict=True)
+                ]
             finish = "stop" if sample.finish_reason == "stop" else "length"
             results.append(Completion(sample.text, tokens, finish, len(prompt_ids), logprobs))
         return results
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]
-              ) -> list[TokenScores]:
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         from vllm import SamplingParams as VSamplingParams
 
         if len(prompts) != len(continuations):
