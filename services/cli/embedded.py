@@ -219,7 +219,14 @@ def pid_alive(pid: int) -> bool:
 
 
 def up(home: Path, base_port: int = 0) -> Stack:
-    """Starts the whole stack (idempotent: a running stack is returned as is)."""
+    """Starts the whole stack (idempotent: a running stack is returned as is).
+
+    base_port 0: the servers listen on the configured KILN_<SERVICE>_PORT (50051..50055 by
+    default) and Redis and S3 on free ports; otherwise on base_port, base_port + 1, ...
+    """
+    from services.common.settings import get_settings
+
+    settings = get_settings()
     existing = load_stack(home)
     if existing and all(pid_alive(p.pid) for p in existing.procs):
         return existing
@@ -229,6 +236,9 @@ def up(home: Path, base_port: int = 0) -> Stack:
 
     def port(offset: int) -> int:
         return base_port + offset if base_port else free_port()
+
+    def grpc_port(offset: int, service: str) -> int:
+        return base_port + offset if base_port else settings.port(service)
 
     procs: list[Proc] = []
     try:
@@ -241,7 +251,7 @@ def up(home: Path, base_port: int = 0) -> Stack:
             redis_proc.port,
             s3_proc.port,
             s3_kind,
-            {svc: port(2 + i) for i, svc in enumerate(SERVICES)},
+            {svc: grpc_port(2 + i, svc) for i, svc in enumerate(SERVICES)},
             procs,
         )
         env = stack.env()

