@@ -1,9 +1,9 @@
 """kiln.inference.v1.Inference: protobuf <-> core; thin.
 
-Generate streams one chunk per decoded token batch and ends with a complete message. Each
-running generation holds a slot; Abort (by request_id) or the client cancelling the stream
-stops its decode loop and frees the slot. PlanKV and KV compression answer UNIMPLEMENTED
-until the compressed cache lands.
+Generate streams chunks and ends with a complete message carrying usage, the engine that ran
+it and, when the KV cache was compressed, KV stats. A request with KV compression runs on hf
+(the kiln cache); others run on the model's engine. Each running generation holds a slot;
+Abort (by request_id) or the client cancelling the stream stops its decode loop and frees it.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ import grpc
 from kiln.common.v1 import common_pb2
 from kiln.inference.v1 import inference_pb2 as pb
 from kiln.inference.v1 import inference_pb2_grpc
-from services.common.errors import InvalidInput, Unimplemented
+from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
 from services.common.models import fetch_checkpoint, resolve_local
 from services.common.settings import Settings
+from services.inference.core.budget import KVConfig, plan_kv
+from services.inference.core.generation import KVStats, geometry_of
 from services.inference.core.registry import ModelRegistry
 from services.llm.base import Prompt, SamplingParams, truncate_at_stop
+from services.llm.tokens import encode_prompt
 
 _DONE = object()
 
@@ -49,9 +52,39 @@ def sampling_from_pb(sampling: pb.SamplingParams) -> SamplingParams:
     ).validate()
 
 
-def require_uncompressed(kv: pb.KVCompression) -> None:
-    if kv.method not in ("", "none") or kv.bits not in (0, 16) or kv.WhichOneof("budget"):
-        raise Unimplemented("KV cache compression is not available in this build")
+def kv_from_pb(kv: pb.KVCompression) -> KVConfig | None:
+    """None when the request asks for no compression at all."""
+    budget = kv.WhichOneof("budget")
+    if kv.method in ("", "none") and kv.bits in (0, 16) and not budget:
+        return None
+    return KVConfig(
+        method=kv.method or "none",
+        bits=kv.bits,
+        budget_bytes=kv.budget_bytes,
+        budget_fp16_tokens=kv.budget_fp16_tokens,
+        group_size=kv.group_size or 32,
+        residual_length=kv.residual_length or 32,
+        window_size=kv.window_size,
+        kernel_size=kv.kernel_size or 7,
+        pooling=kv.pooling or "avgpool",
+        sink_tokens=kv.sink_tokens or 4,
+        pyramid_beta=kv.pyramid_beta or 20,
+        query_aware=not kv.query_agnostic,
+        question_tokens=kv.question_tokens,
+        compress_decode=kv.compress_decode,
+    )
+
+
+def kv_stats_to_pb(stats: KVStats) -> pb.KVStats:
+    return pb.KVStats(
+        bytes_used=stats.bytes_used,
+        bytes_full=stats.bytes_full,
+        tokens_kept_per_layer=stats.plan.tokens_per_layer,
+        bits=stats.plan.bits,
+        method=stats.plan.method,
+        bytes_planned=stats.plan.bytes,
+        reason=stats.plan.reason,
+    )
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
@@ -71,87 +104,144 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             raise InvalidInput("request_id", "required: it names the request for Abort")
         prompt = prompt_from_pb(request, "input")
         params = sampling_from_pb(request.sampling)
-        require_uncompressed(request.kv)
-        if request.engine not in ("", "hf"):
-            raise Unimplemented(f"engine {request.engine!r} does not stream; use hf")
-        model = self.registry.get(request.model)
-        if model.engine != "hf":
-            raise Unimplemented(
-                f"model {model.name!r} runs on {model.engine}, which does not "
-                "stream; load it with engine hf"
+        kv = kv_from_pb(request.kv)
+        if request.engine not in ("", "hf", "vllm"):
+            raise InvalidInput("engine", "must be empty (auto), hf or vllm")
+        if request.engine == "vllm" and kv is not None:
+            raise InvalidInput(
+                "engine",
+                "vLLM has no token eviction or KIVI cache; KV "
+                "compression runs on hf (leave engine empty)",
             )
+        model = self.registry.get(request.model)
+        if kv is not None:
+            kv.validate(geometry_of(self.registry.hf_backend(model).hf_model).head_dim)
         if request.request_id in self.running:
             raise InvalidInput("request_id", "a generation with this id is already running")
-        abort = threading.Event()
+        use_vllm = model.engine == "vllm" and kv is None and request.engine != "hf"
+        async with self.slots:
+            abort = threading.Event()
+            self.running[request.request_id] = abort
+            try:
+                if use_vllm:
+                    stream = self._generate_vllm(model, prompt, params)
+                else:
+                    stream = self._generate_hf(model, prompt, params, kv, abort)
+                async for response in stream:
+                    yield response
+            finally:
+                abort.set()
+                self.running.pop(request.request_id, None)
+
+    async def _generate_vllm(
+        self, model: Any, prompt: Prompt, params: SamplingParams
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        """vLLM's offline engine does not stream: one chunk, then complete."""
+        (done,) = await asyncio.to_thread(model.backend.generate, [prompt], params)
+        logprobs = done.logprobs or []
+        yield pb.GenerateResponse(
+            chunk=pb.GenerateChunk(text=done.text, token_ids=done.token_ids, logprobs=logprobs)
+        )
+        yield pb.GenerateResponse(
+            complete=pb.GenerateComplete(
+                text=done.text,
+                token_ids=done.token_ids,
+                logprobs=logprobs,
+                finish_reason=done.finish_reason,
+                engine="vllm",
+                usage=common_pb2.Usage(
+                    prompt_tokens=done.prompt_tokens, completion_tokens=len(done.token_ids), calls=1
+                ),
+            )
+        )
+
+    async def _generate_hf(
+        self,
+        model: Any,
+        prompt: Prompt,
+        params: SamplingParams,
+        kv: KVConfig | None,
+        abort: threading.Event,
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        backend = self.registry.hf_backend(model)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
+        kv_stats: list[KVStats] = []
 
         def decode() -> None:
             try:
-                for item in model.backend.stream(prompt, params, abort):
+                for item in backend.stream(prompt, params, abort, kv, kv_stats):
                     loop.call_soon_threadsafe(queue.put_nowait, item)
             except BaseException as exc:  # delivered to the RPC, which maps it
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-        tokenizer = model.backend.tokenizer
-        async with self.slots:
-            self.running[request.request_id] = abort
-            worker = loop.run_in_executor(None, decode)
-            tokens: list[int] = []
-            logprobs: list[float] = []
-            sent_text, sent_tokens, finish = "", 0, "length"
-            try:
-                while (item := await queue.get()) is not _DONE:
-                    if isinstance(item, BaseException):
-                        raise item
-                    token, logprob = item
-                    tokens.append(token)
-                    logprobs.append(logprob)
-                    text, stopped = truncate_at_stop(
-                        tokenizer.decode(tokens, skip_special_tokens=True), params.stop
-                    )
-                    if stopped or token == tokenizer.eos_token_id:
-                        finish = "stop"
-                        abort.set()
-                    if text != sent_text and not text.endswith("\ufffd"):
-                        yield pb.GenerateResponse(
-                            chunk=pb.GenerateChunk(
-                                text=text[len(sent_text) :],
-                                token_ids=tokens[sent_tokens:],
-                                logprobs=logprobs[sent_tokens:] if params.logprobs else [],
-                            )
-                        )
-                        sent_text, sent_tokens = text, len(tokens)
-                    if finish == "stop":
-                        break
-                if abort.is_set() and finish != "stop":
-                    finish = "abort"
-                yield pb.GenerateResponse(
-                    complete=pb.GenerateComplete(
-                        text=sent_text,
-                        token_ids=tokens,
-                        logprobs=logprobs if params.logprobs else [],
-                        finish_reason=finish,
-                        usage=common_pb2.Usage(
-                            prompt_tokens=self._prompt_tokens(model, prompt),
-                            completion_tokens=len(tokens),
-                            calls=1,
-                        ),
-                        engine=model.engine,
-                    )
+        tokenizer = backend.tokenizer
+        worker = loop.run_in_executor(None, decode)
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        sent_text, sent_tokens, finish = "", 0, "length"
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                token, logprob = item
+                tokens.append(token)
+                logprobs.append(logprob)
+                text, stopped = truncate_at_stop(
+                    tokenizer.decode(tokens, skip_special_tokens=True), params.stop
                 )
-            finally:
-                abort.set()
-                self.running.pop(request.request_id, None)
-                await worker
+                if stopped or token == tokenizer.eos_token_id:
+                    finish = "stop"
+                if text != sent_text and not text.endswith("\ufffd"):
+                    yield pb.GenerateResponse(
+                        chunk=pb.GenerateChunk(
+                            text=text[len(sent_text) :],
+                            token_ids=tokens[sent_tokens:],
+                            logprobs=logprobs[sent_tokens:] if params.logprobs else [],
+                        )
+                    )
+                    sent_text, sent_tokens = text, len(tokens)
+                if finish == "stop":
+                    break
+            if abort.is_set() and finish != "stop":
+                finish = "abort"
+        finally:
+            abort.set()
+            await worker
+        complete = pb.GenerateComplete(
+            text=sent_text,
+            token_ids=tokens,
+            logprobs=logprobs if params.logprobs else [],
+            finish_reason=finish,
+            engine="hf",
+            usage=common_pb2.Usage(
+                prompt_tokens=len(encode_prompt(tokenizer, prompt)),
+                completion_tokens=len(tokens),
+                calls=1,
+            ),
+        )
+        if kv_stats:
+            complete.kv_stats.CopyFrom(kv_stats_to_pb(kv_stats[0]))
+        yield pb.GenerateResponse(complete=complete)
 
-    @staticmethod
-    def _prompt_tokens(model: Any, prompt: Prompt) -> int:
-        from services.llm.tokens import encode_prompt
-
-        return len(encode_prompt(model.backend.tokenizer, prompt))
+    async def PlanKV(
+        self, request: pb.PlanKVRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PlanKVResponse:
+        model = self.registry.get(request.model)
+        kv = kv_from_pb(request.kv) or KVConfig()
+        plan = plan_kv(
+            kv, request.sequence_length, geometry_of(self.registry.hf_backend(model).hf_model)
+        )
+        return pb.PlanKVResponse(
+            bits=plan.bits,
+            tokens_kept=plan.tokens_kept,
+            tokens_kept_per_layer=plan.tokens_per_layer,
+            bytes=plan.bytes,
+            bytes_full=plan.bytes_full,
+            reason=plan.reason,
+        )
 
     async def Score(
         self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext
@@ -198,6 +288,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             source,
             request.engine or "hf",
             request.dtype or "float32",
+            request.kv_cache_dtype,
         )
         return self._info(loaded)
 

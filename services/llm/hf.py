@@ -126,33 +126,56 @@ class HFBackend:
         return results
 
     def stream(
-        self, prompt: Prompt, params: SamplingParams, abort: threading.Event | None = None
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        abort: threading.Event | None = None,
+        kv: Any = None,
+        kv_stats: list | None = None,
     ) -> Iterator[tuple[int, float]]:
         """Decodes one prompt token by token: yields (token id, its log-prob under the model).
 
         Stops after EOS, max_tokens, or when abort is set (the caller handles stop strings).
         Greedy decoding gives the same tokens as generate(); sampling draws from a
-        torch.Generator seeded by params.seed.
+        torch.Generator seeded by params.seed. kv (a services.inference.core.budget.KVConfig)
+        decodes over the kiln compressed cache and appends its KVStats to kv_stats.
         """
         import torch
         from transformers import DynamicCache
 
         params.validate()
-        ids = torch.tensor(
-            [encode_prompt(self.tokenizer, validate_prompt(prompt))], device=self.device
-        )
+        prompt_ids = encode_prompt(self.tokenizer, validate_prompt(prompt))
         generator = None
         if not params.greedy:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(
                 params.seed if params.seed is not None else int(torch.seed() % 2**63)
             )
+
+        def choose(logprobs: Any) -> int:
+            return sample_token(logprobs, params, generator)
+
+        if kv is not None:
+            from services.inference.core.generation import compressed_stream
+
+            yield from compressed_stream(
+                self.hf_model,
+                prompt_ids,
+                params.max_tokens,
+                choose,
+                kv,
+                self.tokenizer.eos_token_id,
+                abort,
+                kv_stats,
+            )
+            return
+        ids = torch.tensor([prompt_ids], device=self.device)
         cache = DynamicCache()
         with torch.inference_mode():
             logits = self.hf_model(input_ids=ids, past_key_values=cache, use_cache=True).logits
             for _ in range(params.max_tokens):
                 logprobs = logits[0, -1].float().log_softmax(-1)
-                token = sample_token(logprobs, params, generator)
+                token = choose(logprobs)
                 yield token, float(logprobs[token])
                 if token == self.tokenizer.eos_token_id or (abort and abort.is_set()):
                     return

@@ -11,6 +11,7 @@ from services.common.errors import InvalidInput, NotFound
 
 ENGINES = ("hf", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
+VLLM_KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 
 
 @dataclass
@@ -48,15 +49,24 @@ class ModelRegistry:
         self.models_dir = models_dir
         self.device = device
         self._models: dict[str, LoadedModel] = {}
+        self._hf_twins: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def load(
-        self, name: str, folder: Path, source: str, engine: str = "hf", dtype: str = "float32"
+        self,
+        name: str,
+        folder: Path,
+        source: str,
+        engine: str = "hf",
+        dtype: str = "float32",
+        kv_cache_dtype: str = "",
     ) -> LoadedModel:
         if not name or "/" in name:
             raise InvalidInput("name", "must be non-empty and contain no '/'")
         if engine not in ENGINES:
             raise InvalidInput("engine", f"must be one of {', '.join(ENGINES)}")
+        if kv_cache_dtype and (engine != "vllm" or kv_cache_dtype not in VLLM_KV_DTYPES):
+            raise InvalidInput("kv_cache_dtype", f"vllm only, one of {', '.join(VLLM_KV_DTYPES)}")
         if dtype not in DTYPES:
             raise InvalidInput("dtype", f"must be one of {', '.join(DTYPES)}")
         if engine == "hf":
@@ -66,7 +76,9 @@ class ModelRegistry:
         else:
             from services.llm.vllm_engine import VLLMBackend, VLLMConfig
 
-            backend = VLLMBackend(folder, VLLMConfig(dtype=dtype), name=name)
+            backend = VLLMBackend(
+                folder, VLLMConfig(dtype=dtype, kv_cache_dtype=kv_cache_dtype or "auto"), name=name
+            )
         loaded = LoadedModel(name, source, engine, backend, dtype)
         with self._lock:
             self._models[name] = loaded
@@ -79,6 +91,20 @@ class ModelRegistry:
         if self.models_dir and (self.models_dir / name / "config.json").is_file():
             return self.load(name, self.models_dir / name, str(self.models_dir / name))
         raise NotFound(f"model {name!r} is not loaded (LoadModel it first)")
+
+    def hf_backend(self, model: LoadedModel) -> Any:
+        """The model's transformers backend; for a vLLM model one is loaded beside it (the
+        kiln KV cache runs on transformers)."""
+        if model.engine == "hf":
+            return model.backend
+        with self._lock:
+            if model.name not in self._hf_twins:
+                from services.llm.hf import HFBackend
+
+                self._hf_twins[model.name] = HFBackend(
+                    model.backend.path, dtype=model.dtype, device=self.device, name=model.name
+                )
+            return self._hf_twins[model.name]
 
     def list(self) -> list[LoadedModel]:
         with self._lock:

@@ -40,7 +40,7 @@ class SamplingParams(_message.Message):
     def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., return_logprobs: _Optional[bool] = ...) -> None: ...
 
 class KVCompression(_message.Message):
-    __slots__ = ("method", "bits", "budget_bytes", "budget_fp16_tokens", "group_size", "residual_length", "window_size", "kernel_size", "sink_tokens", "compress_decode")
+    __slots__ = ("method", "bits", "budget_bytes", "budget_fp16_tokens", "group_size", "residual_length", "window_size", "kernel_size", "sink_tokens", "compress_decode", "pooling", "pyramid_beta", "query_agnostic", "question_tokens")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,10 @@ class KVCompression(_message.Message):
     KERNEL_SIZE_FIELD_NUMBER: _ClassVar[int]
     SINK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPRESS_DECODE_FIELD_NUMBER: _ClassVar[int]
+    POOLING_FIELD_NUMBER: _ClassVar[int]
+    PYRAMID_BETA_FIELD_NUMBER: _ClassVar[int]
+    QUERY_AGNOSTIC_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     method: str
     bits: int
     budget_bytes: int
@@ -61,21 +65,29 @@ class KVCompression(_message.Message):
     kernel_size: int
     sink_tokens: int
     compress_decode: bool
-    def __init__(self, method: _Optional[str] = ..., bits: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., budget_fp16_tokens: _Optional[float] = ..., group_size: _Optional[int] = ..., residual_length: _Optional[int] = ..., window_size: _Optional[int] = ..., kernel_size: _Optional[int] = ..., sink_tokens: _Optional[int] = ..., compress_decode: _Optional[bool] = ...) -> None: ...
+    pooling: str
+    pyramid_beta: int
+    query_agnostic: bool
+    question_tokens: int
+    def __init__(self, method: _Optional[str] = ..., bits: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., budget_fp16_tokens: _Optional[float] = ..., group_size: _Optional[int] = ..., residual_length: _Optional[int] = ..., window_size: _Optional[int] = ..., kernel_size: _Optional[int] = ..., sink_tokens: _Optional[int] = ..., compress_decode: _Optional[bool] = ..., pooling: _Optional[str] = ..., pyramid_beta: _Optional[int] = ..., query_agnostic: _Optional[bool] = ..., question_tokens: _Optional[int] = ...) -> None: ...
 
 class KVStats(_message.Message):
-    __slots__ = ("bytes_used", "bytes_full", "tokens_kept_per_layer", "bits", "method")
+    __slots__ = ("bytes_used", "bytes_full", "tokens_kept_per_layer", "bits", "method", "bytes_planned", "reason")
     BYTES_USED_FIELD_NUMBER: _ClassVar[int]
     BYTES_FULL_FIELD_NUMBER: _ClassVar[int]
     TOKENS_KEPT_PER_LAYER_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PLANNED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     bytes_used: int
     bytes_full: int
     tokens_kept_per_layer: _containers.RepeatedScalarFieldContainer[int]
     bits: int
     method: str
-    def __init__(self, bytes_used: _Optional[int] = ..., bytes_full: _Optional[int] = ..., tokens_kept_per_layer: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., method: _Optional[str] = ...) -> None: ...
+    bytes_planned: int
+    reason: str
+    def __init__(self, bytes_used: _Optional[int] = ..., bytes_full: _Optional[int] = ..., tokens_kept_per_layer: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., method: _Optional[str] = ..., bytes_planned: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("request_id", "model", "prompt", "messages", "sampling", "kv", "engine")
@@ -196,20 +208,22 @@ class PlanKVResponse(_message.Message):
     def __init__(self, bits: _Optional[int] = ..., tokens_kept: _Optional[int] = ..., tokens_kept_per_layer: _Optional[_Iterable[int]] = ..., bytes: _Optional[int] = ..., bytes_full: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("request_id", "name", "local_path", "checkpoint", "engine", "dtype")
+    __slots__ = ("request_id", "name", "local_path", "checkpoint", "engine", "dtype", "kv_cache_dtype")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     LOCAL_PATH_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_DTYPE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     name: str
     local_path: str
     checkpoint: str
     engine: str
     dtype: str
-    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., local_path: _Optional[str] = ..., checkpoint: _Optional[str] = ..., engine: _Optional[str] = ..., dtype: _Optional[str] = ...) -> None: ...
+    kv_cache_dtype: str
+    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., local_path: _Optional[str] = ..., checkpoint: _Optional[str] = ..., engine: _Optional[str] = ..., dtype: _Optional[str] = ..., kv_cache_dtype: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "source", "engine", "parameters", "dtype", "num_layers", "num_kv_heads", "head_dim", "adapters")

@@ -1,0 +1,289 @@
+"""Exact KV-cache byte accounting and the tokens x bits plan under a memory budget.
+
+"More Tokens, Lower Precision" (quantized pruning): at equal KV memory, keeping more tokens at
+lower precision beats keeping fewer tokens at full precision, most of all on retrieval. The
+default policy follows it: a budget that holds the whole cache at 8 bits keeps every token at
+8 bits (near-lossless); a tighter one keeps as many tokens as fit at 4 bits; 2 bits only on
+request. A budget that holds the full-precision cache is not compressed.
+
+Layout of one KV head of one layer holding N tokens at b bits (group size G, residual R, a
+multiple of G): the oldest Q = N - (N mod R) tokens are quantized, r = N mod R stay in full
+precision (the residual window), so
+
+    bytes(N) = Q*D*b/8 (key codes) + (Q/G)*D*2*2 (key fp16 scale+zero, per channel)
+             + Q*D*b/8 (value codes) + Q*(D/G)*2*2 (value fp16 scale+zero, per token)
+             + r*D*2*e (residual keys and values, e bytes per element: the model's dtype)
+             + N*4 (int32 positions of kept tokens, only when tokens are pruned).
+
+At 16 bits nothing is quantized: bytes(N) = N*D*2*e (+ N*4 when pruned). Totals multiply by
+KV heads and sum over layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.common.errors import InvalidInput
+from services.inference.core.pyramidkv import layer_budgets
+
+INDEX_BYTES = 4
+SCALE_BYTES = 2  # fp16 scale and zero point
+FP16_BYTES = 2
+
+
+@dataclass(frozen=True)
+class CacheGeometry:
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    element_bytes: int = 2  # full-precision storage: the model's dtype (2 fp16/bf16, 4 fp32)
+
+    def token_bytes(self, element_bytes: int | None = None) -> int:
+        """Bytes of one token across all layers and KV heads, keys and values."""
+        e = self.element_bytes if element_bytes is None else element_bytes
+        return self.num_layers * self.num_kv_heads * self.head_dim * 2 * e
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    bits: int = 16
+    group_size: int = 32
+    residual_length: int = 32
+
+    def validate(self, head_dim: int) -> QuantSpec:
+        if self.bits not in (2, 4, 8, 16):
+            raise InvalidInput("kv.bits", "must be 16, 8, 4 or 2")
+        if self.bits == 16:
+            return self
+        if self.group_size <= 0 or head_dim % self.group_size:
+            raise InvalidInput("kv.group_size", f"must divide head_dim {head_dim}")
+        if self.residual_length <= 0 or self.residual_length % self.group_size:
+            raise InvalidInput(
+                "kv.residual_length", f"must be a positive multiple of group_size {self.group_size}"
+            )
+        return self
+
+
+def head_bytes(
+    tokens: int, spec: QuantSpec, head_dim: int, element_bytes: int, pruned: bool
+) -> int:
+    """Bytes of one KV head of one layer holding `tokens` tokens (see the module docstring)."""
+    index = tokens * INDEX_BYTES if pruned else 0
+    if spec.bits == 16:
+        return tokens * head_dim * 2 * element_bytes + index
+    residual = tokens % spec.residual_length
+    quantized = tokens - residual
+    codes = 2 * quantized * head_dim * spec.bits // 8
+    key_params = (quantized // spec.group_size) * head_dim * 2 * SCALE_BYTES
+    value_params = quantized * (head_dim // spec.group_size) * 2 * SCALE_BYTES
+    return codes + key_params + value_params + residual * head_dim * 2 * element_bytes + index
+
+
+def cache_bytes(
+    tokens_per_layer: list[int], spec: QuantSpec, geometry: CacheGeometry, pruned: bool
+) -> int:
+    return geometry.num_kv_heads * sum(
+        head_bytes(n, spec, geometry.head_dim, geometry.element_bytes, pruned)
+        for n in tokens_per_layer
+    )
+
+
+def max_tokens(
+    budget: int, spec: QuantSpec, geometry: CacheGeometry, limit: int, pruned: bool
+) -> int:
+    """The largest N <= limit with bytes(N) <= budget (every layer holding N tokens).
+
+    bytes(N) is linear within a residual block and drops when a block is quantized, so the
+    search walks blocks from the top: in block k, N = k*R + r with r < R.
+    """
+    layers = geometry.num_layers
+
+    def total(n: int) -> int:
+        return cache_bytes([n] * layers, spec, geometry, pruned)
+
+    if total(limit) <= budget:
+        return limit
+    if spec.bits == 16:
+        per_token = total(1)
+        return min(limit, budget // per_token)
+    block = spec.residual_length
+    for k in range(limit // block, -1, -1):
+        base = k * block
+        if base > limit or total(base) > budget:
+            continue
+        step = total(base + 1) - total(base) if base + 1 <= limit else 0
+        room = (budget - total(base)) // step if step else 0
+        return min(limit, base + min(block - 1, room))
+    return 0
+
+
+@dataclass
+class KVPlan:
+    method: str
+    bits: int
+    tokens_per_layer: list[int]
+    sequence_length: int
+    bytes: int
+    bytes_full: int
+    spec: QuantSpec
+    reason: str
+    layer_budgets_note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens_kept(self) -> int:
+        """Tokens per layer (the mean, rounded down, for per-layer budgets)."""
+        return sum(self.tokens_per_layer) // max(1, len(self.tokens_per_layer))
+
+    @property
+    def pruned(self) -> bool:
+        return any(n < self.sequence_length for n in self.tokens_per_layer)
+
+
+def budget_in_bytes(
+    geometry: CacheGeometry, budget_bytes: int = 0, budget_fp16_tokens: float = 0.0
+) -> int:
+    if budget_bytes < 0:
+        raise InvalidInput("kv.budget_bytes", "must be positive")
+    if budget_fp16_tokens < 0:
+        raise InvalidInput("kv.budget_fp16_tokens", "must be positive")
+    if budget_fp16_tokens:
+        return int(budget_fp16_tokens * geometry.token_bytes(FP16_BYTES))
+    return budget_bytes
+
+
+METHODS = ("none", "streamingllm", "h2o", "snapkv", "pyramidkv")
+DEFAULT_WINDOW = {"streamingllm": 0, "h2o": 0, "snapkv": 32, "pyramidkv": 32, "none": 0}
+
+
+@dataclass(frozen=True)
+class KVConfig:
+    """One request's KV compression (the KVCompression message, validated)."""
+
+    method: str = "none"
+    bits: int = 0  # 0: the budget policy chooses; 16 | 8 | 4 | 2 override it
+    budget_bytes: int = 0
+    budget_fp16_tokens: float = 0.0
+    group_size: int = 32
+    residual_length: int = 32
+    window_size: int = 0  # SnapKV/PyramidKV observation window; 0: 32
+    kernel_size: int = 7  # SnapKV pooling kernel
+    pooling: str = "avgpool"  # avgpool | maxpool
+    sink_tokens: int = 4  # StreamingLLM attention sinks
+    pyramid_beta: int = 20  # PyramidKV: top layer keeps avg/beta tokens
+    query_aware: bool = True  # SnapKV: observation window includes the question
+    question_tokens: int = 0  # trailing prompt tokens that form the question
+    compress_decode: bool = False
+
+    def validate(self, head_dim: int) -> KVConfig:
+        if self.method not in METHODS:
+            raise InvalidInput(
+                "kv.method", f"unknown method {self.method!r}; one of {', '.join(METHODS)}"
+            )
+        if self.bits not in (0, 2, 4, 8, 16):
+            raise InvalidInput("kv.bits", "must be 0 (policy), 16, 8, 4 or 2")
+        if self.method != "none" and not (self.budget_bytes or self.budget_fp16_tokens):
+            raise InvalidInput(
+                "kv.budget", f"method {self.method} needs budget_bytes or budget_fp16_tokens"
+            )
+        if self.kernel_size <= 0 or self.kernel_size % 2 == 0:
+            raise InvalidInput("kv.kernel_size", "must be a positive odd number")
+        if self.pooling not in ("avgpool", "maxpool"):
+            raise InvalidInput("kv.pooling", "must be avgpool or maxpool")
+        if self.sink_tokens < 0 or self.window_size < 0 or self.question_tokens < 0:
+            raise InvalidInput("kv.window_size", "sink, window and question sizes must be >= 0")
+        if self.pyramid_beta < 1:
+            raise InvalidInput("kv.pyramid_beta", "must be >= 1")
+        if self.compress_decode and self.method not in ("streamingllm", "h2o"):
+            raise InvalidInput(
+                "kv.compress_decode", "decode-time compression is defined for streamingllm and h2o"
+            )
+        if self.compress_decode and self.bits not in (0, 16):
+            raise InvalidInput(
+                "kv.compress_decode",
+                "decode-time eviction removes single "
+                "tokens, which needs a 16-bit cache (bits 0 or 16)",
+            )
+        QuantSpec(self.bits or 16, self.group_size, self.residual_length).validate(head_dim)
+        return self
+
+    @property
+    def window(self) -> int:
+        return self.window_size or DEFAULT_WINDOW[self.method]
+
+    def min_tokens(self) -> int:
+        """Fewest tokens the method can keep: sinks + 1 recent, or the observation window."""
+        if self.method == "streamingllm":
+            return self.sink_tokens + 1
+        if self.method in ("snapkv", "pyramidkv"):
+            return self.window + 1
+        return 1
+
+
+def plan_kv(config: KVConfig, sequence_length: int, geometry: CacheGeometry) -> KVPlan:
+    """Chooses bits and tokens per layer for a prompt of sequence_length tokens."""
+    config = config.validate(geometry.head_dim)
+    if sequence_length <= 0:
+        raise InvalidInput("sequence_length", "must be positive")
+    layers = geometry.num_layers
+    full = cache_bytes([sequence_length] * layers, QuantSpec(16), geometry, pruned=False)
+    budget = budget_in_bytes(geometry, config.budget_bytes, config.budget_fp16_tokens)
+
+    def spec(bits: int) -> QuantSpec:
+        return QuantSpec(bits, config.group_size, config.residual_length)
+
+    def fits_all(bits: int) -> bool:
+        return cache_bytes([sequence_length] * layers, spec(bits), geometry, False) <= budget
+
+    if not budget:
+        bits = config.bits or 16
+        used = cache_bytes([sequence_length] * layers, spec(bits), geometry, False)
+        reason = "no budget: " + ("uncompressed" if bits == 16 else f"{bits}-bit, every token")
+        return KVPlan(
+            config.method,
+            bits,
+            [sequence_length] * layers,
+            sequence_length,
+            used,
+            full,
+            spec(bits),
+            reason,
+        )
+    if config.bits:
+        bits = config.bits
+        reason = f"{bits}-bit requested"
+    elif config.compress_decode:
+        bits, reason = 16, "decode-time eviction: 16-bit, pruning only"
+    elif budget >= full:
+        bits, reason = 16, "budget holds the full cache: uncompressed"
+    elif fits_all(8):
+        bits, reason = 8, "loose budget: every token at 8 bits"
+    else:
+        bits, reason = 4, "tight budget: more tokens at 4 bits"
+    if fits_all(bits):
+        tokens = [sequence_length] * layers
+    else:
+        if config.method == "none":
+            raise InvalidInput(
+                "kv.budget_bytes",
+                f"{budget} bytes cannot hold {sequence_length} "
+                f"tokens at {bits} bits; choose a pruning method",
+            )
+        kept = max_tokens(budget, spec(bits), geometry, sequence_length, pruned=True)
+        if kept < config.min_tokens():
+            raise InvalidInput(
+                "kv.budget_bytes",
+                f"{budget} bytes keep {kept} tokens at {bits} "
+                f"bits; {config.method} needs at least {config.min_tokens()}",
+            )
+        tokens = [kept] * layers
+        if config.method == "pyramidkv":
+            tokens = layer_budgets(
+                kept, layers, config.pyramid_beta, config.min_tokens(), sequence_length
+            )
+            while cache_bytes(tokens, spec(bits), geometry, True) > budget:
+                tokens[tokens.index(max(tokens))] -= 1
+        reason += f"; keeps {sum(tokens) // layers} of {sequence_length} tokens per layer"
+    pruned = any(n < sequence_length for n in tokens)
+    used = cache_bytes(tokens, spec(bits), geometry, pruned)
+    return KVPlan(config.method, bits, tokens, sequence_length, used, full, spec(bits), reason)

@@ -1,0 +1,150 @@
+"""Decoding with the kiln cache: prefill (exact attention, then prune + quantize per layer),
+then token-by-token decoding over the compressed cache with positions that never shift.
+
+`kiln_attention` is registered as a transformers attention implementation; it acts only
+when the forward call carries `kiln_cache=` and is plain SDPA otherwise, so a model set to it
+serves every other caller unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from services.inference.core.budget import CacheGeometry, KVConfig, KVPlan, plan_kv
+from services.inference.core.kv_cache import KilnCache
+
+ATTENTION_NAME = "kiln"
+_NO_MASK = torch.zeros(1, 1, 1, 1, dtype=torch.bool)  # a prepared 4-D mask: HF skips masking
+
+
+def kiln_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """query [1, Hq, Tq, D]; key/value [1, Hkv, Tk, D] (grouped heads, never repeated)."""
+    cache: KilnCache | None = kwargs.get("kiln_cache")
+    if cache is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+    layer = module.layer_idx
+    if cache.prefilling:
+        out = F.scaled_dot_product_attention(
+            query, key, value, is_causal=True, scale=scaling, enable_gqa=True
+        )
+        cache.store_prefill(layer, query[0], key[0], value[0], scaling)
+        return out.transpose(1, 2).contiguous(), None
+    probs = None
+    if cache.config.compress_decode and cache.config.method == "h2o":
+        group = query.shape[1] // key.shape[1]
+        keys = key.repeat_interleave(group, dim=1)
+        probs = (query @ keys.transpose(-1, -2) * scaling).float().softmax(-1)
+        out = probs.to(value.dtype) @ value.repeat_interleave(group, dim=1)
+        probs = probs[0]
+    else:
+        out = F.scaled_dot_product_attention(query, key, value, scale=scaling, enable_gqa=True)
+    cache.after_decode_attention(layer, probs)
+    return out.transpose(1, 2).contiguous(), None
+
+
+_registered = False
+
+
+def use_kiln_attention(model: Any) -> None:
+    """Registers kiln_attention (once) and selects it for model."""
+    global _registered
+    if not _registered:
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(ATTENTION_NAME, kiln_attention)
+        _registered = True
+    if model.config._attn_implementation != ATTENTION_NAME:
+        model.set_attn_implementation(ATTENTION_NAME)
+
+
+def geometry_of(model: Any) -> CacheGeometry:
+    config = model.config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    element = next(model.parameters()).element_size()
+    return CacheGeometry(
+        config.num_hidden_layers,
+        getattr(config, "num_key_value_heads", heads) or heads,
+        head_dim,
+        element,
+    )
+
+
+@dataclass
+class KVStats:
+    plan: KVPlan
+    bytes_used: int  # measured: bytes physically held by the cache at the end
+    bytes_full: int  # the same tokens in an uncompressed cache of the model's dtype
+    tokens_per_layer: list[int]
+
+
+def compressed_stream(
+    model: Any,
+    prompt_ids: list[int],
+    max_tokens: int,
+    choose: Callable[[torch.Tensor], int],
+    config: KVConfig,
+    eos_token_id: int | None,
+    abort: threading.Event | None = None,
+    stats: list[KVStats] | None = None,
+) -> Iterator[tuple[int, float]]:
+    """Yields (token, log-prob) decoding over a KilnCache; appends KVStats at the end.
+
+    choose: [vocab] log-probs -> token id (greedy or sampling).
+    """
+    use_kiln_attention(model)
+    geometry = geometry_of(model)
+    plan = plan_kv(config, len(prompt_ids), geometry)
+    cache = KilnCache(plan, config, geometry, next(model.parameters()).dtype)
+    device = next(model.parameters()).device
+    position = len(prompt_ids)
+    generated = 0
+    try:
+        with torch.inference_mode():
+            logits = model(
+                input_ids=torch.tensor([prompt_ids], device=device),
+                position_ids=torch.arange(position, device=device).unsqueeze(0),
+                attention_mask=_NO_MASK,
+                past_key_values=cache,
+                use_cache=True,
+                kiln_cache=cache,
+            ).logits
+            for _ in range(max_tokens):
+                logprobs = logits[0, -1].float().log_softmax(-1)
+                token = choose(logprobs)
+                generated += 1
+                yield token, float(logprobs[token])
+                if token == eos_token_id or (abort is not None and abort.is_set()):
+                    return
+                logits = model(
+                    input_ids=torch.tensor([[token]], device=device),
+                    position_ids=torch.tensor([[position]], device=device),
+                    attention_mask=_NO_MASK,
+                    past_key_values=cache,
+                    use_cache=True,
+                    kiln_cache=cache,
+                ).logits
+                position += 1
+    finally:
+        if stats is not None:
+            full = geometry.token_bytes() * cache.seen_tokens
+            stats.append(KVStats(plan, cache.nbytes(), full, cache.tokens_per_layer()))

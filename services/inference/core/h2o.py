@@ -1,0 +1,52 @@
+"""H2O ("Heavy-Hitter Oracle for Efficient Generative Inference of LLMs"): keep the tokens
+with the largest accumulated attention (heavy hitters) plus a recent window, split evenly by
+default (the paper's 50/50 heavy/recent budget)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class H2OConfig:
+    recent_ratio: float = 0.5  # share of the budget for the most recent tokens
+    query_chunk: int = 256  # queries per chunk when accumulating (bounds memory to chunk x T)
+
+
+def accumulated_attention(
+    query: torch.Tensor, key: torch.Tensor, scaling: float, chunk: int = 256
+) -> torch.Tensor:
+    """Column sums of the causal attention matrix, per KV head.
+
+    query [Hq, T, D], key [Hkv, T, D] -> [Hkv, T]: sum over queries i >= j of softmax_i(j),
+    averaged over the Hq/Hkv query heads sharing each KV head.
+    """
+    hq, t, _ = query.shape
+    hkv = key.shape[0]
+    group = hq // hkv
+    keys = key.float().repeat_interleave(group, dim=0)
+    totals = torch.zeros(hq, t)
+    for start in range(0, t, chunk):
+        q = query[:, start : start + chunk].float()
+        logits = q @ keys.transpose(-1, -2) * scaling  # [Hq, c, T]
+        rows = torch.arange(start, start + q.shape[1]).unsqueeze(-1)
+        logits = logits.masked_fill(torch.arange(t).unsqueeze(0) > rows, float("-inf"))
+        totals += logits.softmax(-1).sum(1)
+    return totals.reshape(hkv, group, t).mean(1)
+
+
+def select(scores: torch.Tensor, budget: int, config: H2OConfig) -> torch.Tensor:
+    """scores [Hkv, T] -> sorted indices [Hkv, budget]: the recent window plus the heavy
+    hitters among the older tokens."""
+    hkv, t = scores.shape
+    if budget >= t:
+        return torch.arange(t).unsqueeze(0).expand(hkv, -1).clone()
+    recent = min(budget, max(1, int(budget * config.recent_ratio)))
+    heavy = budget - recent
+    window = torch.arange(t - recent, t).unsqueeze(0).expand(hkv, -1)
+    if heavy == 0:
+        return window.clone()
+    top = scores[:, : t - recent].topk(heavy, dim=-1).indices
+    return torch.cat([top, window], dim=-1).sort(dim=-1).values

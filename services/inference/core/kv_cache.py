@@ -1,0 +1,237 @@
+"""The kiln KV cache: per-layer stores at grouped KV-head granularity, pruned at prefill and
+quantized KIVI-style, with memory that is physically what the byte formula says.
+
+One KilnCache holds one sequence. Each layer keeps (a) quantized blocks of R tokens: keys
+per-channel and values per-token, packed codes + fp16 scale/zero, (b) a full-precision residual
+of the newest r < R tokens (the model's dtype), (c) int32 positions of kept tokens when pruned.
+Appending never touches quantized history: a full residual is quantized as one new block.
+Keys are stored after RoPE, so kept tokens keep their original positions; callers pass
+position_ids explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from services.inference.core import h2o, pyramidkv, snapkv, streamingllm
+from services.inference.core.budget import CacheGeometry, KVConfig, KVPlan, QuantSpec
+from services.inference.core.quant import (
+    Quantized,
+    dequantize_per_channel,
+    dequantize_per_token,
+    quantize_per_channel,
+    quantize_per_token,
+)
+
+
+@dataclass
+class LayerStore:
+    """One layer of one sequence: [H, N, D] keys and values, stored compressed."""
+
+    spec: QuantSpec
+    dtype: torch.dtype
+    track_positions: bool
+    blocks: list[tuple[Quantized, Quantized]] = field(default_factory=list)
+    residual_k: torch.Tensor | None = None  # [H, r, D]
+    residual_v: torch.Tensor | None = None
+    positions: torch.Tensor | None = None  # int32 [H, N]
+    scores: torch.Tensor | None = None  # H2O accumulated attention [H, N] (decode eviction)
+
+    @property
+    def tokens(self) -> int:
+        residual = 0 if self.residual_k is None else self.residual_k.shape[1]
+        return sum(k.shape[1] for k, _ in self.blocks) + residual
+
+    def extend(
+        self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> None:
+        """Appends keys/values [H, T, D] (and their positions [H, T]); flushes full blocks."""
+        keys, values = keys.to(self.dtype), values.to(self.dtype)
+        if self.residual_k is None:
+            self.residual_k, self.residual_v = keys, values
+        else:
+            self.residual_k = torch.cat([self.residual_k, keys], dim=1)
+            self.residual_v = torch.cat([self.residual_v, values], dim=1)
+        if self.track_positions and positions is not None:
+            positions = positions.to(torch.int32)
+            self.positions = (
+                positions
+                if self.positions is None
+                else torch.cat([self.positions, positions], dim=1)
+            )
+        if self.spec.bits == 16:
+            return
+        block = self.spec.residual_length
+        while self.residual_k.shape[1] >= block:
+            k, self.residual_k = self.residual_k[:, :block], self.residual_k[:, block:]
+            v, self.residual_v = self.residual_v[:, :block], self.residual_v[:, block:]
+            self.blocks.append(
+                (
+                    quantize_per_channel(k, self.spec.bits, self.spec.group_size),
+                    quantize_per_token(v, self.spec.bits, self.spec.group_size),
+                )
+            )
+        self.residual_k = self.residual_k.clone()  # drop views that pin flushed memory
+        self.residual_v = self.residual_v.clone()
+
+    def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dequantized keys and values [H, N, D] in the model's dtype (transient)."""
+        keys = [dequantize_per_channel(k, self.dtype) for k, _ in self.blocks]
+        values = [dequantize_per_token(v, self.dtype) for _, v in self.blocks]
+        keys.append(self.residual_k)
+        values.append(self.residual_v)
+        return torch.cat(keys, dim=1), torch.cat(values, dim=1)
+
+    def evict(self, index: int) -> None:
+        """Removes token `index` (per head, index [H]) from a 16-bit store (H2O decoding)."""
+        keep = torch.ones_like(self.residual_k[..., 0], dtype=torch.bool)
+        keep[torch.arange(keep.shape[0]), index] = False
+        h, _, d = self.residual_k.shape
+        self.residual_k = self.residual_k[keep].reshape(h, -1, d)
+        self.residual_v = self.residual_v[keep].reshape(h, -1, d)
+        if self.positions is not None:
+            self.positions = self.positions[keep].reshape(h, -1)
+        if self.scores is not None:
+            self.scores = self.scores[keep].reshape(h, -1)
+
+    def nbytes(self) -> int:
+        """Bytes physically held (codes, scales, zeros, residual, positions)."""
+        total = sum(k.nbytes() + v.nbytes() for k, v in self.blocks)
+        for tensor in (self.residual_k, self.residual_v, self.positions):
+            if tensor is not None:
+                total += tensor.numel() * tensor.element_size()
+        return total
+
+
+class KilnCache:
+    """KV cache of one sequence for a transformers decoder, driven by kiln_attention.
+
+    During prefill (`prefilling` True) update() passes the prompt's keys through; the attention
+    function computes exact attention, then calls store_prefill() which prunes and stores.
+    During decoding update() appends and returns the whole (dequantized) cache.
+    """
+
+    def __init__(
+        self, plan: KVPlan, config: KVConfig, geometry: CacheGeometry, dtype: torch.dtype
+    ) -> None:
+        self.plan = plan
+        self.config = config
+        self.geometry = geometry
+        self.prefilling = True
+        self.seen_tokens = 0
+        self.layers = [
+            LayerStore(plan.spec, dtype, plan.pruned) for _ in range(geometry.num_layers)
+        ]
+
+    # -- the transformers Cache surface used by decoder layers -----------------------------
+    def update(
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int,
+        *args: object,
+        **kwargs: object,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.prefilling:
+            return key_states, value_states
+        store = self.layers[layer_idx]
+        new = key_states.shape[2]
+        positions = torch.arange(self.seen_tokens, self.seen_tokens + new).expand(
+            key_states.shape[1], -1
+        )
+        store.extend(key_states[0], value_states[0], positions)
+        if layer_idx == self.geometry.num_layers - 1:
+            self.seen_tokens += new
+        keys, values = store.keys_values()
+        return keys.unsqueeze(0), values.unsqueeze(0)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    # -- compression -------------------------------------------------------------------------
+    def store_prefill(
+        self,
+        layer_idx: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        scaling: float,
+    ) -> None:
+        """Selects the kept tokens of one layer and stores them. query [Hq, T, D],
+        key/value [Hkv, T, D]."""
+        hkv, t, _ = key.shape
+        budget = self.plan.tokens_per_layer[layer_idx]
+        indices = self._select(layer_idx, query, key, budget, scaling)
+        store = self.layers[layer_idx]
+        if indices is None:
+            store.extend(key, value, torch.arange(t).expand(hkv, -1))
+        else:
+            gather = indices.unsqueeze(-1).expand(-1, -1, key.shape[-1])
+            store.extend(key.gather(1, gather), value.gather(1, gather), indices)
+        if self.config.compress_decode and self.config.method == "h2o":
+            scores = h2o.accumulated_attention(query, key, scaling)
+            store.scores = scores if indices is None else scores.gather(1, indices)
+        if layer_idx == self.geometry.num_layers - 1:
+            self.seen_tokens = t
+            self.prefilling = False
+
+    def _select(
+        self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, budget: int, scaling: float
+    ) -> torch.Tensor | None:
+        hkv, t = key.shape[0], key.shape[1]
+        if budget >= t:
+            return None
+        config = self.config
+        if config.method == "streamingllm":
+            return streamingllm.keep_indices(
+                t, budget, streamingllm.StreamingLLMConfig(config.sink_tokens), hkv
+            )
+        if config.method == "h2o":
+            return h2o.select(
+                h2o.accumulated_attention(query, key, scaling), budget, h2o.H2OConfig()
+            )
+        snap = snapkv.SnapKVConfig(
+            config.window,
+            config.kernel_size,
+            config.pooling,
+            config.query_aware,
+            config.question_tokens,
+        )
+        if config.method == "snapkv":
+            return snapkv.select(query, key, budget, snap, scaling)
+        if config.method == "pyramidkv":
+            return pyramidkv.select(
+                query, key, budget, pyramidkv.PyramidKVConfig(config.pyramid_beta, snap), scaling
+            )
+        raise ValueError(f"method {config.method} does not prune")
+
+    def after_decode_attention(self, layer_idx: int, probs: torch.Tensor | None) -> None:
+        """Decode-time compression against the same budget (compress_decode)."""
+        config = self.config
+        if not config.compress_decode:
+            return
+        store = self.layers[layer_idx]
+        budget = self.plan.tokens_per_layer[layer_idx]
+        if config.method == "h2o" and probs is not None:
+            # probs [Hq, 1, N] -> per KV head; the newest token starts at zero
+            group = probs.shape[0] // store.residual_k.shape[0]
+            step = probs[:, 0].float().reshape(-1, group, probs.shape[-1]).mean(1)
+            previous = store.scores if store.scores is not None else torch.zeros(step.shape[0], 0)
+            padding = torch.zeros(step.shape[0], step.shape[1] - previous.shape[1])
+            store.scores = torch.cat([previous, padding], dim=1) + step
+        if store.tokens <= budget:
+            return
+        if config.method == "h2o":
+            recent = max(1, budget // 2)
+            store.evict(store.scores[:, : store.tokens - recent].argmin(dim=-1))
+        else:  # streamingllm: the oldest token after the sinks
+            store.evict(torch.full((store.residual_k.shape[0],), config.sink_tokens))
+
+    # -- accounting -----------------------------------------------------------------------------
+    def tokens_per_layer(self) -> list[int]:
+        return [store.tokens for store in self.layers]
+
+    def nbytes(self) -> int:
+        return sum(store.nbytes() for store in self.layers)

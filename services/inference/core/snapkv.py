@@ -1,0 +1,72 @@
+"""SnapKV ("SnapKV: LLM Knows What You are Looking for Before Generation"): the last
+`window_size` prompt tokens (the observation window) vote, through their attention, for the
+prefix tokens to keep; votes are smoothed by 1-D pooling (kernel_size) and the top tokens per
+KV head are kept together with the window itself (SnapKV Alg. 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class SnapKVConfig:
+    window_size: int = 32
+    kernel_size: int = 7
+    pooling: str = "avgpool"  # avgpool | maxpool
+    query_aware: bool = True  # False: the window ends before the trailing question tokens
+    question_tokens: int = 0
+
+
+def window_votes(
+    query: torch.Tensor, key: torch.Tensor, window: tuple[int, int], scaling: float
+) -> torch.Tensor:
+    """Attention of the window queries [start, end) over the keys before `start`.
+
+    query [Hq, T, D], key [Hkv, T, D] -> [Hkv, start]: softmax over each window query's
+    causal keys, summed over the window, averaged over the query heads of each KV head.
+    """
+    start, end = window
+    hq, hkv = query.shape[0], key.shape[0]
+    group = hq // hkv
+    keys = key[:, :end].float().repeat_interleave(group, dim=0)
+    logits = query[:, start:end].float() @ keys.transpose(-1, -2) * scaling  # [Hq, w, end]
+    rows = torch.arange(start, end).unsqueeze(-1)
+    logits = logits.masked_fill(torch.arange(end).unsqueeze(0) > rows, float("-inf"))
+    votes = logits.softmax(-1)[..., :start].sum(1)  # [Hq, start]
+    return votes.reshape(hkv, group, start).mean(1)
+
+
+def pool(votes: torch.Tensor, kernel_size: int, pooling: str) -> torch.Tensor:
+    """1-D pooling along tokens with stride 1 and same-length padding: [H, T] -> [H, T]."""
+    x = votes.unsqueeze(1)
+    pad = kernel_size // 2
+    if pooling == "maxpool":
+        out = F.max_pool1d(x, kernel_size, stride=1, padding=pad)
+    else:
+        out = F.avg_pool1d(x, kernel_size, stride=1, padding=pad, count_include_pad=False)
+    return out.squeeze(1)
+
+
+def select(
+    query: torch.Tensor, key: torch.Tensor, budget: int, config: SnapKVConfig, scaling: float
+) -> torch.Tensor:
+    """Sorted indices [Hkv, min(budget, T)] to keep."""
+    hkv, t = key.shape[0], key.shape[1]
+    if budget >= t:
+        return torch.arange(t).unsqueeze(0).expand(hkv, -1).clone()
+    tail = 0 if config.query_aware else min(config.question_tokens, t)
+    end = t - tail
+    window = min(config.window_size, end, budget - tail)
+    start = end - window
+    always = torch.arange(start, t).unsqueeze(0).expand(hkv, -1)
+    picks = budget - (t - start)
+    if picks <= 0 or start == 0:
+        return always[:, -budget:].clone()
+    votes = pool(
+        window_votes(query, key, (start, end), scaling), config.kernel_size, config.pooling
+    )
+    top = votes.topk(min(picks, start), dim=-1).indices
+    return torch.cat([top, always], dim=-1).sort(dim=-1).values
