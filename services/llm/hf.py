@@ -173,14 +173,20 @@ class HFBackend:
         cache = DynamicCache()
         with torch.inference_mode():
             logits = self.hf_model(input_ids=ids, past_key_values=cache, use_cache=True).logits
-            for _ in range(params.max_tokens):
+            for step in range(params.max_tokens):
                 logprobs = logits[0, -1].float().log_softmax(-1)
                 token = choose(logprobs)
                 yield token, float(logprobs[token])
-                if token == self.tokenizer.eos_token_id or (abort and abort.is_set()):
+                if (
+                    token == self.tokenizer.eos_token_id
+                    or step == params.max_tokens - 1
+                    or (abort and abort.is_set())
+                ):
                     return
-                step = torch.tensor([[token]], device=self.device)
-                logits = self.hf_model(input_ids=step, past_key_values=cache, use_cache=True).logits
+                next_ids = torch.tensor([[token]], device=self.device)
+                logits = self.hf_model(
+                    input_ids=next_ids, past_key_values=cache, use_cache=True
+                ).logits
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         import torch

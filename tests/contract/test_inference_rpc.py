@@ -179,3 +179,49 @@ def test_concurrent_generations_share_slots(inference: KilnClient) -> None:
     for t in threads:
         t.join()
     assert sorted(results) == ["length"] * 6
+
+
+def test_generate_with_quantized_pruning_reports_kv_stats(inference: KilnClient) -> None:
+    prompt = "the weather in Paris is fine and 12 + 30 = 42 so the answer is " * 4
+    kv = pb.KVCompression(method="snapkv", budget_fp16_tokens=24, window_size=8)
+    request = pb.GenerateRequest(
+        request_id="kv1",
+        model="tiny",
+        prompt=prompt,
+        kv=kv,
+        sampling=pb.SamplingParams(max_tokens=1),
+    )
+    complete = list(inference.stub.Generate(request, timeout=60))[-1].complete
+    stats = complete.kv_stats
+    assert complete.engine == "hf" and stats.method == "snapkv" and stats.bits == 4
+    assert stats.bytes_used == stats.bytes_planned < stats.bytes_full
+    assert stats.bytes_planned <= 24 * 2 * 1 * 64 * 2 * 2  # 24 fp16 tokens, 2 layers, 1 head
+    plan = inference.stub.PlanKV(
+        pb.PlanKVRequest(model="tiny", sequence_length=complete.usage.prompt_tokens, kv=kv)
+    )
+    assert (plan.bits, list(plan.tokens_kept_per_layer), plan.bytes) == (
+        stats.bits,
+        list(stats.tokens_kept_per_layer),
+        stats.bytes_planned,
+    )
+    assert "tight budget" in plan.reason
+
+
+@pytest.mark.parametrize(
+    "kv,field",
+    [
+        (pb.KVCompression(method="magic", budget_bytes=10**6), "kv.method"),
+        (pb.KVCompression(method="snapkv"), "kv.budget"),
+        (pb.KVCompression(method="snapkv", budget_bytes=100), "kv.budget_bytes"),
+        (pb.KVCompression(method="snapkv", budget_bytes=10**6, bits=3), "kv.bits"),
+    ],
+)
+def test_bad_kv_is_invalid_argument(inference: KilnClient, kv, field) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        inference.stub.PlanKV(pb.PlanKVRequest(model="tiny", sequence_length=500, kv=kv))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field)
+    request = pb.GenerateRequest(request_id="bad-kv", model="tiny", prompt="x " * 200, kv=kv)
+    with pytest.raises(grpc.RpcError) as err:
+        list(inference.stub.Generate(request, timeout=10))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

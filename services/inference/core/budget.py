@@ -107,14 +107,19 @@ def max_tokens(
         per_token = total(1)
         return min(limit, budget // per_token)
     block = spec.residual_length
-    for k in range(limit // block, -1, -1):
-        base = k * block
-        if base > limit or total(base) > budget:
-            continue
-        step = total(base + 1) - total(base) if base + 1 <= limit else 0
-        room = (budget - total(base)) // step if step else 0
-        return min(limit, base + min(block - 1, room))
-    return 0
+    low, high = 0, limit // block  # total(k * block) grows with k: binary search the block
+    if total(0) > budget:
+        return 0
+    while low < high:
+        middle = (low + high + 1) // 2
+        if total(middle * block) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    base = low * block
+    step = total(base + 1) - total(base) if base + 1 <= limit else 0
+    room = (budget - total(base)) // step if step else 0
+    return min(limit, base + min(block - 1, room))
 
 
 @dataclass
@@ -204,7 +209,8 @@ class KVConfig:
                 "decode-time eviction removes single "
                 "tokens, which needs a 16-bit cache (bits 0 or 16)",
             )
-        QuantSpec(self.bits or 16, self.group_size, self.residual_length).validate(head_dim)
+        # bits 0 lets the policy quantize, so the group settings must hold for it too
+        QuantSpec(self.bits or 4, self.group_size, self.residual_length).validate(head_dim)
         return self
 
     @property
@@ -282,7 +288,8 @@ def plan_kv(config: KVConfig, sequence_length: int, geometry: CacheGeometry) -> 
                 kept, layers, config.pyramid_beta, config.min_tokens(), sequence_length
             )
             while cache_bytes(tokens, spec(bits), geometry, True) > budget:
-                tokens[tokens.index(max(tokens))] -= 1
+                largest = max(tokens)  # trim the deepest of the largest: stays non-increasing
+                tokens[len(tokens) - 1 - tokens[::-1].index(largest)] -= 1
         reason += f"; keeps {sum(tokens) // layers} of {sequence_length} tokens per layer"
     pruned = any(n < sequence_length for n in tokens)
     used = cache_bytes(tokens, spec(bits), geometry, pruned)

@@ -117,7 +117,6 @@ def compressed_stream(
     cache = KilnCache(plan, config, geometry, next(model.parameters()).dtype)
     device = next(model.parameters()).device
     position = len(prompt_ids)
-    generated = 0
     try:
         with torch.inference_mode():
             logits = model(
@@ -128,12 +127,11 @@ def compressed_stream(
                 use_cache=True,
                 kiln_cache=cache,
             ).logits
-            for _ in range(max_tokens):
+            for step in range(max_tokens):
                 logprobs = logits[0, -1].float().log_softmax(-1)
                 token = choose(logprobs)
-                generated += 1
                 yield token, float(logprobs[token])
-                if token == eos_token_id or (abort is not None and abort.is_set()):
+                if token == eos_token_id or step == max_tokens - 1 or (abort and abort.is_set()):
                     return
                 logits = model(
                     input_ids=torch.tensor([[token]], device=device),
