@@ -236,6 +236,140 @@ def jobs_canary(
         jobs_watch(job.id, service)
 
 
+# -- inference ----------------------------------------------------------------------------
+kv_app = typer.Typer(help="KV-cache compression plans.", no_args_is_help=True)
+app.add_typer(kv_app, name="kv")
+
+
+def _kv_message(method: str, bits: int, budget_bytes: int, budget_fp16_tokens: float):
+    from kiln.inference.v1 import inference_pb2 as pb
+
+    kv = pb.KVCompression(method=method, bits=bits)
+    if budget_bytes:
+        kv.budget_bytes = budget_bytes
+    elif budget_fp16_tokens:
+        kv.budget_fp16_tokens = budget_fp16_tokens
+    return kv
+
+
+METHOD_OPTION = typer.Option("none", help="none | streamingllm | h2o | snapkv | pyramidkv")
+BITS_OPTION = typer.Option(0, help="16 | 8 | 4 | 2; 0: chosen by the budget policy")
+BUDGET_BYTES_OPTION = typer.Option(0, help="KV budget in bytes")
+BUDGET_TOKENS_OPTION = typer.Option(0.0, help="KV budget as fp16-equivalent tokens")
+
+
+@app.command()
+def generate(
+    model: str,
+    prompt: str,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    chat: bool = typer.Option(False, help="send the prompt as one user message"),
+    method: str = METHOD_OPTION,
+    bits: int = BITS_OPTION,
+    budget_bytes: int = BUDGET_BYTES_OPTION,
+    budget_fp16_tokens: float = BUDGET_TOKENS_OPTION,
+    tool_rounds: int = typer.Option(0, help="run the model's python blocks, up to N times"),
+) -> None:
+    """Stream a generation from the inference service (optionally KV-compressed)."""
+    from kiln.inference.v1 import inference_pb2 as pb
+
+    fields = {"messages": pb.Messages(messages=[pb.ChatMessage(role="user", content=prompt)])}
+    if not chat:
+        fields = {"prompt": prompt}
+    request = pb.GenerateRequest(
+        request_id=uuid.uuid4().hex,
+        model=model,
+        sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=temperature),
+        kv=_kv_message(method, bits, budget_bytes, budget_fp16_tokens),
+        tools=pb.ToolUse(max_rounds=tool_rounds),
+        **fields,
+    )
+    with _client("inference") as client:
+        for response in client.stub.Generate(request, timeout=600):
+            if response.WhichOneof("kind") == "chunk":
+                console.print(response.chunk.text, end="", markup=False, highlight=False)
+            else:
+                done = response.complete
+    console.print()
+    line = f"[dim]{done.finish_reason}; {done.usage.completion_tokens} tokens on {done.engine}"
+    if done.HasField("kv_stats"):
+        stats = done.kv_stats
+        line += (
+            f"; KV {stats.method} {stats.bits}-bit, {stats.bytes_used:,} of "
+            f"{stats.bytes_full:,} bytes ({stats.bytes_used / stats.bytes_full:.1%}), "
+            f"tokens kept per layer {list(stats.tokens_kept_per_layer)}"
+        )
+    console.print(line + "[/]")
+
+
+@kv_app.command("plan")
+def kv_plan(
+    model: str,
+    sequence_length: int = typer.Option(..., "--seq-len", help="prompt tokens"),
+    method: str = METHOD_OPTION,
+    bits: int = BITS_OPTION,
+    budget_bytes: int = BUDGET_BYTES_OPTION,
+    budget_fp16_tokens: float = BUDGET_TOKENS_OPTION,
+) -> None:
+    """The tokens x bits plan for a budget, without running the model."""
+    from kiln.inference.v1 import inference_pb2 as pb
+
+    with _client("inference") as client:
+        plan = client.stub.PlanKV(
+            pb.PlanKVRequest(
+                model=model,
+                sequence_length=sequence_length,
+                kv=_kv_message(method, bits, budget_bytes, budget_fp16_tokens),
+            )
+        )
+    table = Table("bits", "tokens kept (mean/layer)", "bytes", "full bytes", "ratio", "reason")
+    table.add_row(
+        str(plan.bits),
+        str(plan.tokens_kept),
+        f"{plan.bytes:,}",
+        f"{plan.bytes_full:,}",
+        f"{plan.bytes / plan.bytes_full:.3f}",
+        plan.reason,
+    )
+    console.print(table)
+    console.print(f"tokens per layer: {list(plan.tokens_kept_per_layer)}")
+
+
+@models_app.command("load")
+def models_load(
+    name: str,
+    path: str = typer.Argument(..., help="a local folder, or checkpoints/<run>/<step>"),
+    engine: str = typer.Option("hf", help="hf | vllm"),
+) -> None:
+    """Load a model into the inference service."""
+    from kiln.inference.v1 import inference_pb2 as pb
+
+    source = {"checkpoint": path} if path.startswith("checkpoints/") else {"local_path": path}
+    with _client("inference") as client:
+        info = client.stub.LoadModel(
+            pb.LoadModelRequest(request_id=uuid.uuid4().hex, name=name, engine=engine, **source),
+            timeout=600,
+        )
+    console.print(
+        f"loaded {info.name} on {info.engine}: {info.parameters:,} parameters, "
+        f"{info.num_layers} layers, {info.num_kv_heads} KV heads x {info.head_dim}"
+    )
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Models loaded in the inference service."""
+    from kiln.inference.v1 import inference_pb2 as pb
+
+    with _client("inference") as client:
+        reply = client.stub.ListModels(pb.ListModelsRequest())
+    table = Table("name", "engine", "parameters", "dtype", "source")
+    for m in reply.models:
+        table.add_row(m.name, m.engine, f"{m.parameters:,}", m.dtype, m.source)
+    console.print(table)
+
+
 # -- models -------------------------------------------------------------------------------
 @models_app.command("tiny")
 def models_tiny(
@@ -252,5 +386,16 @@ def models_tiny(
     )
 
 
+def main() -> None:
+    """The `kiln` entry point: gRPC failures print as one line, not a traceback."""
+    import grpc
+
+    try:
+        app()
+    except grpc.RpcError as exc:
+        console.print(f"[red]{exc.code().name}[/]: {exc.details()}")
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

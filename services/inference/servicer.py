@@ -21,10 +21,12 @@ from kiln.inference.v1 import inference_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
 from services.common.models import fetch_checkpoint, resolve_local
+from services.common.sandbox import SandboxLimits
 from services.common.settings import Settings
 from services.inference.core.budget import KVConfig, plan_kv
 from services.inference.core.generation import KVStats, geometry_of
 from services.inference.core.registry import ModelRegistry
+from services.inference.core.tool_integrated import TIRConfig, generate_with_tools
 from services.llm.base import Prompt, SamplingParams, truncate_at_stop
 from services.llm.tokens import encode_prompt
 
@@ -123,7 +125,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             abort = threading.Event()
             self.running[request.request_id] = abort
             try:
-                if use_vllm:
+                if request.tools.max_rounds:
+                    if kv is not None:
+                        raise InvalidInput("tools", "tool use and KV compression do not combine")
+                    stream = self._generate_with_tools(model, prompt, params, request.tools)
+                elif use_vllm:
                     stream = self._generate_vllm(model, prompt, params)
                 else:
                     stream = self._generate_hf(model, prompt, params, kv, abort)
@@ -132,6 +138,35 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             finally:
                 abort.set()
                 self.running.pop(request.request_id, None)
+
+    async def _generate_with_tools(
+        self, model: Any, prompt: Prompt, params: SamplingParams, tools: pb.ToolUse
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        """Tool-integrated generation: one chunk per model turn and per output block."""
+        if not 1 <= tools.max_rounds <= 16:
+            raise InvalidInput("tools.max_rounds", "must be in 1..16")
+        if not 0 <= tools.timeout_s <= 120:
+            raise InvalidInput("tools.timeout_s", "must be in 0..120 seconds")
+        limits = SandboxLimits(
+            cpu_seconds=max(1, int(tools.timeout_s or 10)),
+            wall_seconds=tools.timeout_s or 10,
+            memory_bytes=tools.memory_bytes or SandboxLimits().memory_bytes,
+        )
+        result = await asyncio.to_thread(
+            generate_with_tools, model.backend, prompt, params, TIRConfig(tools.max_rounds, limits)
+        )
+        yield pb.GenerateResponse(chunk=pb.GenerateChunk(text=result.text))
+        yield pb.GenerateResponse(
+            complete=pb.GenerateComplete(
+                text=result.text,
+                finish_reason=result.finish_reason,
+                engine=model.engine,
+                tool_rounds=len(result.rounds),
+                usage=common_pb2.Usage(
+                    completion_tokens=result.completion_tokens, calls=len(result.rounds) + 1
+                ),
+            )
+        )
 
     async def _generate_vllm(
         self, model: Any, prompt: Prompt, params: SamplingParams

@@ -31,6 +31,9 @@ UNIFORM_BYTE_LOGPROB = -math.log(256)
 def render_plain(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
+    if prompt[-1]["role"] == "assistant":  # continue a partial assistant turn
+        head = "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in prompt[:-1])
+        return f"{head}<|assistant|>{prompt[-1]['content']}"
     return "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in prompt) + "<|assistant|>"
 
 

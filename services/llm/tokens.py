@@ -12,7 +12,10 @@ from services.llm.base import Prompt
 def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
-    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+    messages = list(prompt)
+    if messages[-1]["role"] == "assistant":  # a partial assistant turn to continue
+        return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:

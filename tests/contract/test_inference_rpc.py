@@ -225,3 +225,46 @@ def test_bad_kv_is_invalid_argument(inference: KilnClient, kv, field) -> None:
     with pytest.raises(grpc.RpcError) as err:
         list(inference.stub.Generate(request, timeout=10))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_tool_integrated_generation_over_grpc(grpc_server, redis_url: str) -> None:
+    """A scripted model behind the real servicer: its python block runs in the sandbox."""
+    from kiln.inference.v1 import inference_pb2_grpc
+    from services.inference.core.registry import LoadedModel, ModelRegistry
+    from services.inference.servicer import InferenceServicer
+    from services.llm.scripted import ScriptedBackend
+
+    def solver(text: str) -> str:
+        if "```output" not in text:
+            return "```python\nprint(sum(range(101)))\n```\n```output"
+        return "So the sum is 5050."
+
+    registry = ModelRegistry()
+    registry.add(
+        LoadedModel("solver", "scripted", "scripted", ScriptedBackend(responder=solver), "n/a")
+    )
+
+    def registrar(server, settings, jobs):
+        servicer = InferenceServicer(settings, jobs, registry)
+        inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
+        return [pb.DESCRIPTOR.services_by_name["Inference"].full_name]
+
+    settings = Settings(redis_url=redis_url)
+    server = grpc_server("inference", settings, registrar)
+    with KilnClient("inference", target=server.target, settings=settings) as client:
+        request = pb.GenerateRequest(
+            request_id="tir",
+            model="solver",
+            prompt="Sum 0..100?",
+            sampling=pb.SamplingParams(max_tokens=200),
+            tools=pb.ToolUse(max_rounds=2, timeout_s=5),
+        )
+        complete = list(client.stub.Generate(request, timeout=60))[-1].complete
+        assert complete.tool_rounds == 1
+        assert complete.text.endswith("```output\n5050\n```\nSo the sum is 5050.")
+        bad = pb.GenerateRequest(
+            request_id="tir2", model="solver", prompt="x", tools=pb.ToolUse(max_rounds=99)
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            list(client.stub.Generate(bad, timeout=10))
+        assert err.value.details().startswith("tools.max_rounds")

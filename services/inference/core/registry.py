@@ -80,9 +80,13 @@ class ModelRegistry:
                 folder, VLLMConfig(dtype=dtype, kv_cache_dtype=kv_cache_dtype or "auto"), name=name
             )
         loaded = LoadedModel(name, source, engine, backend, dtype)
-        with self._lock:
-            self._models[name] = loaded
+        self.add(loaded)
         return loaded
+
+    def add(self, loaded: LoadedModel) -> None:
+        """Serves an already constructed backend under loaded.name."""
+        with self._lock:
+            self._models[loaded.name] = loaded
 
     def get(self, name: str) -> LoadedModel:
         with self._lock:

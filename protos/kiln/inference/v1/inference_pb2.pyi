@@ -90,7 +90,7 @@ class KVStats(_message.Message):
     def __init__(self, bytes_used: _Optional[int] = ..., bytes_full: _Optional[int] = ..., tokens_kept_per_layer: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., method: _Optional[str] = ..., bytes_planned: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "model", "prompt", "messages", "sampling", "kv", "engine")
+    __slots__ = ("request_id", "model", "prompt", "messages", "sampling", "kv", "engine", "tools")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class GenerateRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     KV_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     prompt: str
@@ -105,7 +106,18 @@ class GenerateRequest(_message.Message):
     sampling: SamplingParams
     kv: KVCompression
     engine: str
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., kv: _Optional[_Union[KVCompression, _Mapping]] = ..., engine: _Optional[str] = ...) -> None: ...
+    tools: ToolUse
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., kv: _Optional[_Union[KVCompression, _Mapping]] = ..., engine: _Optional[str] = ..., tools: _Optional[_Union[ToolUse, _Mapping]] = ...) -> None: ...
+
+class ToolUse(_message.Message):
+    __slots__ = ("max_rounds", "timeout_s", "memory_bytes")
+    MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_rounds: int
+    timeout_s: float
+    memory_bytes: int
+    def __init__(self, max_rounds: _Optional[int] = ..., timeout_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
     __slots__ = ("text", "token_ids", "logprobs")
@@ -118,7 +130,7 @@ class GenerateChunk(_message.Message):
     def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GenerateComplete(_message.Message):
-    __slots__ = ("text", "token_ids", "logprobs", "finish_reason", "usage", "kv_stats", "engine")
+    __slots__ = ("text", "token_ids", "logprobs", "finish_reason", "usage", "kv_stats", "engine", "tool_rounds")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +138,7 @@ class GenerateComplete(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     KV_STATS_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     text: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     logprobs: _containers.RepeatedScalarFieldContainer[float]
@@ -133,7 +146,8 @@ class GenerateComplete(_message.Message):
     usage: _common_pb2.Usage
     kv_stats: KVStats
     engine: str
-    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., kv_stats: _Optional[_Union[KVStats, _Mapping]] = ..., engine: _Optional[str] = ...) -> None: ...
+    tool_rounds: int
+    def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., kv_stats: _Optional[_Union[KVStats, _Mapping]] = ..., engine: _Optional[str] = ..., tool_rounds: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("chunk", "complete")
