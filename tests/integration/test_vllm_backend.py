@@ -62,3 +62,58 @@ def test_vllm_seeded_sampling_and_stop(vllm_backend) -> None:
     )
     assert stopped.finish_reason == "stop" and stop not in stopped.text
     assert greedy.text.startswith(stopped.text)
+
+
+def test_servicer_routes_plain_requests_to_vllm_and_pruning_to_hf(
+    vllm_backend, tiny_model: Path, grpc_server, redis_url: str
+) -> None:
+    from kiln.inference.v1 import inference_pb2 as pb
+    from kiln.inference.v1 import inference_pb2_grpc
+    from services.common.clients import KilnClient
+    from services.common.settings import Settings
+    from services.inference.core.registry import LoadedModel, ModelRegistry
+    from services.inference.servicer import InferenceServicer
+
+    registry = ModelRegistry()
+    registry.add(LoadedModel("tiny", str(tiny_model), "vllm", vllm_backend, "float32"))
+
+    def registrar(server, settings, jobs):
+        inference_pb2_grpc.add_InferenceServicer_to_server(
+            InferenceServicer(settings, jobs, registry), server
+        )
+        return [pb.DESCRIPTOR.services_by_name["Inference"].full_name]
+
+    settings = Settings(redis_url=redis_url)
+    server = grpc_server("inference", settings, registrar)
+    expected = HFBackend(tiny_model).generate(["the answer is"], SamplingParams(max_tokens=8))
+    with KilnClient("inference", target=server.target, settings=settings) as client:
+        plain = pb.GenerateRequest(
+            request_id="v1",
+            model="tiny",
+            prompt="the answer is",
+            sampling=pb.SamplingParams(max_tokens=8),
+        )
+        done = list(client.stub.Generate(plain, timeout=60))[-1].complete
+        assert done.engine == "vllm" and list(done.token_ids) == expected[0].token_ids
+        pruned = pb.GenerateRequest(
+            request_id="v2",
+            model="tiny",
+            prompt="the answer is " * 20,
+            sampling=pb.SamplingParams(max_tokens=4),
+            kv=pb.KVCompression(method="streamingllm", budget_fp16_tokens=24),
+        )
+        done = list(client.stub.Generate(pruned, timeout=60))[-1].complete
+        assert done.engine == "hf" and done.kv_stats.method == "streamingllm"
+        with pytest.raises(Exception, match="KV compression runs on hf"):
+            list(
+                client.stub.Generate(
+                    pb.GenerateRequest(
+                        request_id="v3",
+                        model="tiny",
+                        prompt="x",
+                        engine="vllm",
+                        kv=pb.KVCompression(method="streamingllm", budget_fp16_tokens=24),
+                    ),
+                    timeout=60,
+                )
+            )

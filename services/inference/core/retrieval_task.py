@@ -31,7 +31,7 @@ class RetrievalTask:
         keys = rng.sample(range(self.num_keys), pairs)
         values = [rng.randrange(self.num_values) for _ in keys]
         words = [w for k, v in zip(keys, values, strict=True) for w in (f"K{k}", f"V{v}")]
-        asked = rng.sample(range(pairs), min(self.queries, pairs))
+        asked = [rng.randrange(pairs) for _ in range(self.queries)]
         return words, [(f"K{keys[i]}", f"V{values[i]}") for i in asked]
 
     def vocabulary(self) -> list[str]:
