@@ -1,8 +1,9 @@
 """`kiln demo`: the main job on the embedded stack, end to end over gRPC and the queues.
 
-Today it builds a tiny model, loads it into the inference service, streams a generation and
-scores it through the `remote` backend, and runs a canary job on every service's queue
-(worker -> object store -> manifest), then prints what each stage produced.
+Today it builds a tiny model, loads it into the inference service, streams a generation over
+a quantized-pruned KV cache (SnapKV at 4 bits), scores through the `remote` backend, and runs
+a canary job on every service's queue (worker -> object store -> manifest), then prints what
+each stage produced.
 """
 
 from __future__ import annotations
@@ -78,10 +79,9 @@ def _inference_stage(home: Path, console: Console) -> list[StageResult]:
         request = pb.GenerateRequest(
             request_id=uuid.uuid4().hex,
             model="tiny-demo",
-            messages=pb.Messages(
-                messages=[pb.ChatMessage(role="user", content="what is 12 + 30?")]
-            ),
+            prompt="the weather in Paris is fine and 12 + 30 = 42 so the answer is " * 8,
             sampling=pb.SamplingParams(max_tokens=24),
+            kv=pb.KVCompression(method="snapkv", budget_fp16_tokens=64, window_size=16),
         )
         chunks, complete = 0, None
         for response in client.stub.Generate(request, timeout=120):
@@ -93,12 +93,15 @@ def _inference_stage(home: Path, console: Console) -> list[StageResult]:
         (scores,) = remote.score(["12 + 30 ="], [" 42"])
         _ = remote.generate(["the answer is"], SamplingParams(max_tokens=4))
     console.print(f"[bold]generated[/] ({chunks} chunks): {complete.text!r}")
+    console.print(f"[dim]KV plan: {complete.kv_stats.reason}[/]")
+    kv = complete.kv_stats
     return [
         StageResult(
             "inference",
             f"{info.parameters:,}-parameter model; "
-            f"{complete.usage.completion_tokens} tokens streamed; "
-            f"log p(' 42') = {scores.total:.2f}",
+            f"{complete.usage.completion_tokens} tokens streamed over a {kv.method} "
+            f"{kv.bits}-bit KV cache holding {kv.bytes_used:,} of {kv.bytes_full:,} bytes "
+            f"({1 - kv.bytes_used / kv.bytes_full:.0%} saved); log p(' 42') = {scores.total:.2f}",
             f"model {folder}",
             time.perf_counter() - t0,
         )
