@@ -6,7 +6,7 @@ speed, and how many sequences fit in a fixed memory. Prints tables; run
 The accuracy table uses kiln's reference retrieval model (trained on first use, a few minutes
 on CPU, into $KILN_HOME/cache/kv-retrieval) in bfloat16, so the 16-bit cache is 2 bytes per
 element like the paper's fp16 baseline. Budgets are fractions of the full 16-bit cache of each
-prompt; quantization uses group size 16 and a 16-token residual (prompts are ~70 tokens).
+prompt (~260 tokens); quantization uses group size 16 and a 16-token residual.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from services.inference.core.retrieval_task import (
     RetrievalTask,
     TrainConfig,
     build_tokenizer,
+    prompt_tokens,
     train_reference_model,
 )
 
@@ -64,7 +65,7 @@ def accuracy_table(folder: Path, samples: int) -> None:
     for _ in range(samples):
         words, qa = REFERENCE_TASK.sample(rng)
         key, value = qa[0]
-        ids = tokenizer.convert_tokens_to_ids(["<|bos|>", *words, "?", key])
+        ids = tokenizer.convert_tokens_to_ids(prompt_tokens(words, key))
         items.append((ids, tokenizer.convert_tokens_to_ids(value)))
 
     def accuracy(config: KVConfig) -> float | None:

@@ -336,6 +336,28 @@ def kv_plan(
     console.print(f"tokens per layer: {list(plan.tokens_kept_per_layer)}")
 
 
+@models_app.command("retrieval")
+def models_retrieval(
+    out: Path = typer.Option(..., "--out", help="folder to write"),
+    checkpoint: str = typer.Option(
+        "",
+        help="also commit it to the object store under this "
+        "prefix, e.g. checkpoints/kv-retrieval/1500",
+    ),
+) -> None:
+    """Train the reference key-value retrieval model (a few minutes on CPU)."""
+    from services.inference.core.retrieval_task import train_reference_model
+
+    info = train_reference_model(out, log=console.print)
+    console.print(f"wrote {out} in {info['seconds']:.0f}s")
+    if checkpoint:
+        from services.common.objectstore import ObjectStore
+
+        _apply_stack_env()
+        manifest = ObjectStore().upload_folder(checkpoint, out, {"kind": "kv-retrieval"})
+        console.print(f"committed s3://{manifest.bucket}/{manifest.key}")
+
+
 @models_app.command("load")
 def models_load(
     name: str,

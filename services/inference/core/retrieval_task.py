@@ -1,9 +1,11 @@
 """A synthetic key-value retrieval task and the tiny reference model kiln trains on it, so
 that KV-cache compression quality can be measured for real on CPU.
 
-A sample lists `pairs` distinct key-value pairs, then `queries` keys whose values must be
-recalled: "K12 V40 K3 V7 ... ? K3 V7 K12 V40". Answering needs attention back to the right
-pair, so evicting or coarsely quantizing the wrong tokens costs accuracy.
+A sample is a haystack of `filler` noise tokens with `pairs` key-value facts scattered in it,
+each one token "K12V7" (key 12 has value 7), then `queries` questions "? K12" whose answer is
+the next token, "V7". Answering needs attention back to the one token holding the fact, so
+evicting it, or quantizing keys too coarsely to find it, costs accuracy. One attention layer
+can answer (the fact is a single token), so the model trains in a couple of minutes on CPU.
 """
 
 from __future__ import annotations
@@ -19,19 +21,20 @@ from typing import Any
 @dataclass(frozen=True)
 class RetrievalTask:
     num_keys: int = 128
-    num_values: int = 128
+    num_values: int = 16
     pairs: int = 64
-    queries: int = 16
+    filler: int = 0
+    filler_vocab: int = 64
+    queries: int = 8
 
-    def sample(
-        self, rng: random.Random, pairs: int | None = None
-    ) -> tuple[list[str], list[tuple[str, str]]]:
-        """(context words, [(query key, value)]) with `pairs` pairs (default: the task's)."""
-        pairs = pairs or self.pairs
-        keys = rng.sample(range(self.num_keys), pairs)
+    def sample(self, rng: random.Random) -> tuple[list[str], list[tuple[str, str]]]:
+        """(context words, [(query key, value word)])."""
+        keys = rng.sample(range(self.num_keys), self.pairs)
         values = [rng.randrange(self.num_values) for _ in keys]
-        words = [w for k, v in zip(keys, values, strict=True) for w in (f"K{k}", f"V{v}")]
-        asked = [rng.randrange(pairs) for _ in range(self.queries)]
+        words = [f"K{k}V{v}" for k, v in zip(keys, values, strict=True)]
+        words += [f"F{rng.randrange(self.filler_vocab)}" for _ in range(self.filler)]
+        rng.shuffle(words)
+        asked = [rng.randrange(self.pairs) for _ in range(self.queries)]
         return words, [(f"K{keys[i]}", f"V{values[i]}") for i in asked]
 
     def vocabulary(self) -> list[str]:
@@ -39,15 +42,16 @@ class RetrievalTask:
             ["<|pad|>", "<|bos|>", "<|eos|>", "?"]
             + [f"K{i}" for i in range(self.num_keys)]
             + [f"V{i}" for i in range(self.num_values)]
+            + [f"F{i}" for i in range(self.filler_vocab)]
+            + [f"K{k}V{v}" for k in range(self.num_keys) for v in range(self.num_values)]
         )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 3000
-    batch_size: int = 16
-    learning_rate: float = 3e-3
-    curriculum_steps: int = 1500  # pairs grow from 8 to the task's count over these steps
+    steps: int = 1500
+    batch_size: int = 32
+    learning_rate: float = 1e-3
     warmup: int = 100
     seed: int = 0
     hidden_size: int = 128
@@ -74,18 +78,18 @@ def encode_sample(
     tokenizer: Any, words: list[str], qa: list[tuple[str, str]]
 ) -> tuple[list[int], list[int]]:
     """Token ids of the whole sample and the positions whose next token is an answer."""
-    tokens = ["<|bos|>", *words, "?"]
+    tokens = ["<|bos|>", *words]
     targets = []
     for key, value in qa:
-        tokens.append(key)
+        tokens += ["?", key]
         targets.append(len(tokens) - 1)
         tokens.append(value)
     return tokenizer.convert_tokens_to_ids(tokens), targets
 
 
-def prompt_for(words: list[str], key: str) -> str:
-    """The text prompt asking for one key's value (the answer is the next word)."""
-    return " ".join([*words, "?", key])
+def prompt_tokens(words: list[str], key: str) -> list[str]:
+    """The prompt asking for key's value (the answer is the next token)."""
+    return ["<|bos|>", *words, "?", key]
 
 
 def train_reference_model(
@@ -94,7 +98,7 @@ def train_reference_model(
     config: TrainConfig | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Trains the reference model and writes a transformers/vLLM-loadable folder."""
+    """Trains the reference model (seeded) and writes a transformers/vLLM-loadable folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -120,33 +124,25 @@ def train_reference_model(
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / config.warmup)
+        optimizer, lambda step: min(1.0, (step + 1) / config.warmup)
     )
     start = time.perf_counter()
     for step in range(config.steps):
-        batch, positions = [], []
-        first = min(8, task.pairs)
-        pairs = first + (task.pairs - first) * min(step, config.curriculum_steps) // max(
-            1, config.curriculum_steps
-        )
-        for _ in range(config.batch_size):
-            ids, targets = encode_sample(tokenizer, *task.sample(rng, pairs))
-            batch.append(ids)
-            positions.append(targets)
-        ids = torch.tensor(batch)
-        logits = model(input_ids=ids).logits
-        rows = torch.arange(len(batch)).repeat_interleave(len(positions[0]))
-        cols = torch.tensor([p for ps in positions for p in ps])
-        loss = torch.nn.functional.cross_entropy(logits[rows, cols], ids[rows, cols + 1])
+        samples = [encode_sample(tokenizer, *task.sample(rng)) for _ in range(config.batch_size)]
+        ids = torch.tensor([s[0] for s in samples])
+        rows = torch.arange(len(samples)).repeat_interleave(task.queries)
+        cols = torch.tensor([p for s in samples for p in s[1]])
+        logits = model(input_ids=ids).logits[rows, cols]
+        loss = torch.nn.functional.cross_entropy(logits, ids[rows, cols + 1])
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         if step % 250 == 0 or step == config.steps - 1:
-            accuracy = (logits[rows, cols].argmax(-1) == ids[rows, cols + 1]).float().mean()
+            accuracy = (logits.argmax(-1) == ids[rows, cols + 1]).float().mean().item()
             log(
-                f"step {step}: loss {loss.item():.3f}, answer accuracy {accuracy.item():.2f}, "
+                f"step {step}: loss {loss.item():.3f}, answer accuracy {accuracy:.2f}, "
                 f"{time.perf_counter() - start:.0f}s"
             )
     out = Path(out)

@@ -20,14 +20,16 @@ class ProbeItem(_message.Message):
     def __init__(self, question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., reasoning: _Optional[str] = ..., gold: _Optional[str] = ...) -> None: ...
 
 class ProbeRequest(_message.Message):
-    __slots__ = ("request_id", "model", "item")
+    __slots__ = ("request_id", "model", "item", "step_mode")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ITEM_FIELD_NUMBER: _ClassVar[int]
+    STEP_MODE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     item: ProbeItem
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., item: _Optional[_Union[ProbeItem, _Mapping]] = ...) -> None: ...
+    step_mode: str
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., item: _Optional[_Union[ProbeItem, _Mapping]] = ..., step_mode: _Optional[str] = ...) -> None: ...
 
 class ProbeStep(_message.Message):
     __slots__ = ("step", "answer", "confidence", "option_probs")
@@ -49,18 +51,26 @@ class ProbeStep(_message.Message):
     def __init__(self, step: _Optional[int] = ..., answer: _Optional[str] = ..., confidence: _Optional[float] = ..., option_probs: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Trajectory(_message.Message):
-    __slots__ = ("steps", "early_answer", "mind_changes", "change_positions", "final_answer")
+    __slots__ = ("steps", "early_answer", "mind_changes", "change_positions", "final_answer", "final_confidence", "graded", "correct", "unstable")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     EARLY_ANSWER_FIELD_NUMBER: _ClassVar[int]
     MIND_CHANGES_FIELD_NUMBER: _ClassVar[int]
     CHANGE_POSITIONS_FIELD_NUMBER: _ClassVar[int]
     FINAL_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    FINAL_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    GRADED_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    UNSTABLE_FIELD_NUMBER: _ClassVar[int]
     steps: _containers.RepeatedCompositeFieldContainer[ProbeStep]
     early_answer: bool
     mind_changes: int
     change_positions: _containers.RepeatedScalarFieldContainer[int]
     final_answer: str
-    def __init__(self, steps: _Optional[_Iterable[_Union[ProbeStep, _Mapping]]] = ..., early_answer: _Optional[bool] = ..., mind_changes: _Optional[int] = ..., change_positions: _Optional[_Iterable[int]] = ..., final_answer: _Optional[str] = ...) -> None: ...
+    final_confidence: _containers.RepeatedScalarFieldContainer[float]
+    graded: bool
+    correct: bool
+    unstable: bool
+    def __init__(self, steps: _Optional[_Iterable[_Union[ProbeStep, _Mapping]]] = ..., early_answer: _Optional[bool] = ..., mind_changes: _Optional[int] = ..., change_positions: _Optional[_Iterable[int]] = ..., final_answer: _Optional[str] = ..., final_confidence: _Optional[_Iterable[float]] = ..., graded: _Optional[bool] = ..., correct: _Optional[bool] = ..., unstable: _Optional[bool] = ...) -> None: ...
 
 class ProbeResponse(_message.Message):
     __slots__ = ("trajectory", "usage")
@@ -71,30 +81,34 @@ class ProbeResponse(_message.Message):
     def __init__(self, trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class SubmitProbeRequest(_message.Message):
-    __slots__ = ("request_id", "model", "dataset")
+    __slots__ = ("request_id", "model", "dataset", "step_mode")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
+    STEP_MODE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     dataset: _common_pb2.ObjectRef
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
+    step_mode: str
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., step_mode: _Optional[str] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
-    __slots__ = ("request_id", "model", "question", "options", "candidates", "scorer")
+    __slots__ = ("request_id", "model", "question", "options", "candidates", "scorer", "step_mode")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     SCORER_FIELD_NUMBER: _ClassVar[int]
+    STEP_MODE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     question: str
     options: _containers.RepeatedScalarFieldContainer[str]
     candidates: _containers.RepeatedScalarFieldContainer[str]
     scorer: str
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., scorer: _Optional[str] = ...) -> None: ...
+    step_mode: str
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., scorer: _Optional[str] = ..., step_mode: _Optional[str] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
     __slots__ = ("index", "answer", "score")
@@ -107,9 +121,11 @@ class RankedCandidate(_message.Message):
     def __init__(self, index: _Optional[int] = ..., answer: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class SelectResponse(_message.Message):
-    __slots__ = ("ranked", "majority_answer")
+    __slots__ = ("ranked", "majority_answer", "trajectories")
     RANKED_FIELD_NUMBER: _ClassVar[int]
     MAJORITY_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    TRAJECTORIES_FIELD_NUMBER: _ClassVar[int]
     ranked: _containers.RepeatedCompositeFieldContainer[RankedCandidate]
     majority_answer: str
-    def __init__(self, ranked: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., majority_answer: _Optional[str] = ...) -> None: ...
+    trajectories: _containers.RepeatedCompositeFieldContainer[Trajectory]
+    def __init__(self, ranked: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., majority_answer: _Optional[str] = ..., trajectories: _Optional[_Iterable[_Union[Trajectory, _Mapping]]] = ...) -> None: ...
