@@ -22,19 +22,22 @@ from typing import Any
 class RetrievalTask:
     num_keys: int = 128
     num_values: int = 16
-    pairs: int = 64
+    pairs: int = 128
     filler: int = 0
     filler_vocab: int = 64
     queries: int = 8
 
-    def sample(self, rng: random.Random) -> tuple[list[str], list[tuple[str, str]]]:
-        """(context words, [(query key, value word)])."""
-        keys = rng.sample(range(self.num_keys), self.pairs)
+    def sample(
+        self, rng: random.Random, pairs: int | None = None
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """(context words, [(query key, value word)]) with `pairs` facts (default: the task's)."""
+        pairs = pairs or self.pairs
+        keys = rng.sample(range(self.num_keys), pairs)
         values = [rng.randrange(self.num_values) for _ in keys]
         words = [f"K{k}V{v}" for k, v in zip(keys, values, strict=True)]
         words += [f"F{rng.randrange(self.filler_vocab)}" for _ in range(self.filler)]
         rng.shuffle(words)
-        asked = [rng.randrange(self.pairs) for _ in range(self.queries)]
+        asked = [rng.randrange(pairs) for _ in range(self.queries)]
         return words, [(f"K{keys[i]}", f"V{values[i]}") for i in asked]
 
     def vocabulary(self) -> list[str]:
@@ -49,7 +52,9 @@ class RetrievalTask:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1500
+    # (steps, facts per sample): the lookup is learned on short haystacks first, then the
+    # haystack grows (a cold start on long ones plateaus at chance for thousands of steps)
+    schedule: tuple[tuple[int, int], ...] = ((600, 32), (500, 64), (700, 128))
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup: int = 100
@@ -123,12 +128,15 @@ def train_reference_model(
         )
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
+    warmup = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / config.warmup)
     )
     start = time.perf_counter()
-    for step in range(config.steps):
-        samples = [encode_sample(tokenizer, *task.sample(rng)) for _ in range(config.batch_size)]
+    stages = [pairs for steps, pairs in config.schedule for _ in range(steps)]
+    for step, pairs in enumerate(stages):
+        samples = [
+            encode_sample(tokenizer, *task.sample(rng, pairs)) for _ in range(config.batch_size)
+        ]
         ids = torch.tensor([s[0] for s in samples])
         rows = torch.arange(len(samples)).repeat_interleave(task.queries)
         cols = torch.tensor([p for s in samples for p in s[1]])
@@ -138,8 +146,8 @@ def train_reference_model(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        schedule.step()
-        if step % 250 == 0 or step == config.steps - 1:
+        warmup.step()
+        if step % 250 == 0 or step == len(stages) - 1:
             accuracy = (logits.argmax(-1) == ids[rows, cols + 1]).float().mean().item()
             log(
                 f"step {step}: loss {loss.item():.3f}, answer accuracy {accuracy:.2f}, "
