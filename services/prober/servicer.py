@@ -17,7 +17,13 @@ from services.common.jobs_servicer import job_to_pb, ref_from_pb
 from services.common.settings import Settings
 from services.llm.base import Backend
 from services.prober.core.probing import ProbeItem
-from services.prober.core.service import probe_config, probe_items, select, validate_item
+from services.prober.core.service import (
+    ResampleConfig,
+    probe_config,
+    probe_items,
+    select,
+    validate_item,
+)
 from services.prober.core.trajectory import Trajectory
 
 
@@ -87,6 +93,9 @@ class ProberServicer(prober_pb2_grpc.ProberServicer):
     ) -> pb.SelectResponse:
         config = probe_config(request.step_mode)
         backend = self.backend_for(require_model(request.model))
+        resample = ResampleConfig(
+            rounds=request.resample_rounds, temperature=request.resample_temperature or 0.8
+        )
         result = await asyncio.to_thread(
             select,
             backend,
@@ -95,6 +104,7 @@ class ProberServicer(prober_pb2_grpc.ProberServicer):
             list(request.candidates),
             request.scorer,
             config,
+            resample,
         )
         return pb.SelectResponse(
             ranked=[
@@ -103,6 +113,8 @@ class ProberServicer(prober_pb2_grpc.ProberServicer):
             ],
             majority_answer=result.majority,
             trajectories=[trajectory_to_pb(t) for t in result.trajectories],
+            chains=result.chains,
+            resampled=result.resampled,
         )
 
     async def SubmitProbe(

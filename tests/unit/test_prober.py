@@ -143,3 +143,24 @@ def test_free_form_probing_normalizes_answers() -> None:
     (steps,) = probe_batch(backend, [item], ProbeConfig())
     assert [s.answer for s in steps] == ["1000", "1000", "42"]
     assert steps[2].confidence == pytest.approx(256.0**-5)  # 5 bytes " 42.0" at 1/256 each
+
+
+def letter_in_last_step(rendered: str, continuation: str) -> list[float]:
+    """A scripted model whose letter follows the word A or B in the last reasoning line."""
+    last = rendered.split("\n")[-2].split()
+    return [-0.1 if continuation in last else -3.0]
+
+
+def test_resample_replaces_unstable_chains() -> None:
+    from services.prober.core.service import ResampleConfig, select
+
+    backend = ScriptedBackend(responder=lambda text: "says A\nso A", scorer=letter_in_last_step)
+    chains = ["says A\nno B\nthen A", "says A\nstill A"]
+    plain = select(backend, "Pick", ["x", "y"], chains, "cop", ProbeConfig())
+    assert [t.mind_changes for t in plain.trajectories] == [2, 0] and plain.resampled == []
+    fixed = select(
+        backend, "Pick", ["x", "y"], chains, "cop", ProbeConfig(), ResampleConfig(rounds=2)
+    )
+    assert fixed.resampled == [0] and fixed.chains == ["says A\nso A", "says A\nstill A"]
+    assert [t.mind_changes for t in fixed.trajectories] == [0, 0]
+    assert fixed.ranked[0].score > plain.ranked[-1].score

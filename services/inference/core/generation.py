@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from services.common.errors import InvalidInput
 from services.inference.core.budget import CacheGeometry, KVConfig, KVPlan, plan_kv
 from services.inference.core.kv_cache import KilnCache
 
@@ -109,14 +110,38 @@ def compressed_stream(
 ) -> Iterator[tuple[int, float]]:
     """Yields (token, log-prob) decoding over a KilnCache; appends KVStats at the end.
 
-    choose: [vocab] log-probs -> token id (greedy or sampling).
+    choose: [vocab] log-probs -> token id (greedy or sampling). Query-agnostic compression
+    (config.query_aware False with question_tokens q > 0) prefills and compresses the context
+    prompt_ids[:-q] alone, then reads the question through the compressed cache, so the
+    compression cannot know what will be asked (the setting where compression costs most).
     """
     use_kiln_attention(model)
     geometry = geometry_of(model)
+    question: list[int] = []
+    if not config.query_aware and config.question_tokens:
+        if config.question_tokens >= len(prompt_ids):
+            raise InvalidInput("kv.question_tokens", "must be shorter than the prompt")
+        question = prompt_ids[-config.question_tokens :]
+        prompt_ids = prompt_ids[: -config.question_tokens]
+        config = replace(config, question_tokens=0)
     plan = plan_kv(config, len(prompt_ids), geometry)
     cache = KilnCache(plan, config, geometry, next(model.parameters()).dtype)
     device = next(model.parameters()).device
     position = len(prompt_ids)
+
+    def step(token: int) -> torch.Tensor:
+        nonlocal position
+        logits = model(
+            input_ids=torch.tensor([[token]], device=device),
+            position_ids=torch.tensor([[position]], device=device),
+            attention_mask=_NO_MASK,
+            past_key_values=cache,
+            use_cache=True,
+            kiln_cache=cache,
+        ).logits
+        position += 1
+        return logits
+
     try:
         with torch.inference_mode():
             logits = model(
@@ -127,21 +152,15 @@ def compressed_stream(
                 use_cache=True,
                 kiln_cache=cache,
             ).logits
-            for step in range(max_tokens):
+            for token in question:
+                logits = step(token)
+            for index in range(max_tokens):
                 logprobs = logits[0, -1].float().log_softmax(-1)
                 token = choose(logprobs)
                 yield token, float(logprobs[token])
-                if token == eos_token_id or step == max_tokens - 1 or (abort and abort.is_set()):
+                if token == eos_token_id or index == max_tokens - 1 or (abort and abort.is_set()):
                     return
-                logits = model(
-                    input_ids=torch.tensor([[token]], device=device),
-                    position_ids=torch.tensor([[position]], device=device),
-                    attention_mask=_NO_MASK,
-                    past_key_values=cache,
-                    use_cache=True,
-                    kiln_cache=cache,
-                ).logits
-                position += 1
+                logits = step(token)
     finally:
         if stats is not None:
             full = geometry.token_bytes() * cache.seen_tokens

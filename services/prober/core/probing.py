@@ -42,15 +42,20 @@ def letters_for(options: Sequence[str]) -> list[str]:
     return list(string.ascii_uppercase[: len(options)])
 
 
-def probe_prefixes(item: ProbeItem, config: ProbeConfig) -> list[str]:
-    """K + 1 prompts: the question (and options), the first k steps, then the answer cue."""
+def question_head(item: ProbeItem, config: ProbeConfig) -> str:
+    """The question, its lettered options and the reasoning header (what a chain follows)."""
     head = item.question
     if item.options:
         head += "".join(
             f"\n({letter}) {option}"
             for letter, option in zip(letters_for(item.options), item.options, strict=True)
         )
-    head += config.reasoning_header
+    return head + config.reasoning_header
+
+
+def probe_prefixes(item: ProbeItem, config: ProbeConfig) -> list[str]:
+    """K + 1 prompts: the question (and options), the first k steps, then the answer cue."""
+    head = question_head(item, config)
     steps = split_steps(item.reasoning, config.step_mode)
     cue = config.answer_cue if item.options else config.free_form_cue
     return [head + "".join(f"\n{s}" for s in steps[:k]) + cue for k in range(len(steps) + 1)]

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import InvalidInput
-from services.llm.base import Backend
+from services.llm.base import Backend, SamplingParams
 from services.prober.core.probing import (
     ProbeConfig,
     ProbeItem,
     letters_for,
     normalize_answer,
     probe_batch,
+    question_head,
 )
 from services.prober.core.selection import SCORERS, Ranked, SelectionConfig, majority_answer, rank
 from services.prober.core.trajectory import Trajectory, build_trajectory
@@ -64,6 +65,18 @@ class Selection:
     ranked: list[Ranked]
     majority: str
     trajectories: list[Trajectory]
+    chains: list[str]  # the candidates after resampling
+    resampled: list[int]  # indices whose chain was replaced by a fresh sample
+
+
+@dataclass(frozen=True)
+class ResampleConfig:
+    """Re-draw chains whose trajectory is unstable (mind changes or confidence drops)."""
+
+    rounds: int = 0  # 0: off; each unstable chain is re-drawn up to this many times
+    temperature: float = 0.8
+    max_tokens: int = 256
+    seed: int = 0
 
 
 def select(
@@ -73,19 +86,51 @@ def select(
     candidates: Sequence[str],
     scorer: str,
     config: ProbeConfig,
+    resample: ResampleConfig | None = None,
 ) -> Selection:
     if not 1 <= len(candidates) <= 64:
         raise InvalidInput("candidates", "give 1..64 candidate chains")
     scorer = scorer or "cop"
     if scorer not in SCORERS:
         raise InvalidInput("scorer", f"must be one of {', '.join(SCORERS)}")
+    resample = resample or ResampleConfig()
+    if not 0 <= resample.rounds <= 8:
+        raise InvalidInput("resample_rounds", "must be in 0..8")
     items = [
         validate_item(ProbeItem(question, c, tuple(options)), f"candidates[{i}]")
         for i, c in enumerate(candidates)
     ]
     trajectories = probe_items(backend, items, config)
+    chains, resampled = list(candidates), []
+    head = question_head(items[0], config) + "\n"
+    selection = SelectionConfig(scorer)
+    for round_ in range(resample.rounds):
+        unstable = [i for i, t in enumerate(trajectories) if t.unstable]
+        if not unstable:
+            break
+        params = SamplingParams(
+            max_tokens=resample.max_tokens,
+            temperature=resample.temperature,
+            seed=resample.seed + round_,
+        )
+        drawn = backend.generate([head] * len(unstable), params)
+        fresh = [
+            (i, c.text.strip()) for i, c in zip(unstable, drawn, strict=True) if c.text.strip()
+        ]
+        probed = probe_items(
+            backend, [ProbeItem(question, text, tuple(options)) for _, text in fresh], config
+        )
+        for (i, text), t in zip(fresh, probed, strict=True):
+            if SCORERS[scorer](t, selection) > SCORERS[scorer](trajectories[i], selection):
+                chains[i], trajectories[i] = text, t
+                if i not in resampled:
+                    resampled.append(i)
     return Selection(
-        rank(trajectories, SelectionConfig(scorer)), majority_answer(trajectories), trajectories
+        rank(trajectories, selection),
+        majority_answer(trajectories),
+        trajectories,
+        chains,
+        sorted(resampled),
     )
 
 

@@ -93,7 +93,7 @@ class SubmitProbeRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., step_mode: _Optional[str] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
-    __slots__ = ("request_id", "model", "question", "options", "candidates", "scorer", "step_mode")
+    __slots__ = ("request_id", "model", "question", "options", "candidates", "scorer", "step_mode", "resample_rounds", "resample_temperature")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,8 @@ class SelectRequest(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     SCORER_FIELD_NUMBER: _ClassVar[int]
     STEP_MODE_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLE_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLE_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     question: str
@@ -108,7 +110,9 @@ class SelectRequest(_message.Message):
     candidates: _containers.RepeatedScalarFieldContainer[str]
     scorer: str
     step_mode: str
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., scorer: _Optional[str] = ..., step_mode: _Optional[str] = ...) -> None: ...
+    resample_rounds: int
+    resample_temperature: float
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., scorer: _Optional[str] = ..., step_mode: _Optional[str] = ..., resample_rounds: _Optional[int] = ..., resample_temperature: _Optional[float] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
     __slots__ = ("index", "answer", "score")
@@ -121,11 +125,15 @@ class RankedCandidate(_message.Message):
     def __init__(self, index: _Optional[int] = ..., answer: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class SelectResponse(_message.Message):
-    __slots__ = ("ranked", "majority_answer", "trajectories")
+    __slots__ = ("ranked", "majority_answer", "trajectories", "chains", "resampled")
     RANKED_FIELD_NUMBER: _ClassVar[int]
     MAJORITY_ANSWER_FIELD_NUMBER: _ClassVar[int]
     TRAJECTORIES_FIELD_NUMBER: _ClassVar[int]
+    CHAINS_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLED_FIELD_NUMBER: _ClassVar[int]
     ranked: _containers.RepeatedCompositeFieldContainer[RankedCandidate]
     majority_answer: str
     trajectories: _containers.RepeatedCompositeFieldContainer[Trajectory]
-    def __init__(self, ranked: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., majority_answer: _Optional[str] = ..., trajectories: _Optional[_Iterable[_Union[Trajectory, _Mapping]]] = ...) -> None: ...
+    chains: _containers.RepeatedScalarFieldContainer[str]
+    resampled: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ranked: _Optional[_Iterable[_Union[RankedCandidate, _Mapping]]] = ..., majority_answer: _Optional[str] = ..., trajectories: _Optional[_Iterable[_Union[Trajectory, _Mapping]]] = ..., chains: _Optional[_Iterable[str]] = ..., resampled: _Optional[_Iterable[int]] = ...) -> None: ...
