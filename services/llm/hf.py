@@ -45,6 +45,7 @@ class HFBackend:
         dtype: str = "float32",
         device: str = "cpu",
         name: str | None = None,
+        score_batch: int = 16,
     ) -> None:
         self.path = Path(path)
         self.model = name or self.path.name
@@ -52,6 +53,7 @@ class HFBackend:
             model, tokenizer = load_model(self.path, dtype, device)
         self.hf_model, self.tokenizer = model, tokenizer
         self.device = device
+        self.score_batch = score_batch
         self._fingerprint = f"hf:{folder_fingerprint(self.path)}:{dtype}"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -189,30 +191,50 @@ class HFBackend:
                 ).logits
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
+        """Items sharing a prompt share one forward pass: a row holds the prompt followed by
+        the longest continuation of its items, and shorter continuations that are a prefix of
+        it (single option letters, say) read their log-probs from the same row. Rows run in
+        length-sorted chunks of `score_batch` to bound padding."""
         import torch
 
         if len(prompts) != len(continuations):
             raise ValueError("one continuation per prompt")
         prefix = [encode_prompt(self.tokenizer, validate_prompt(p)) for p in prompts]
         suffix = [encode_continuation(self.tokenizer, c) for c in continuations]
-        if not prefix:
-            return []
-        rows = [p + s for p, s in zip(prefix, suffix, strict=True)]
-        width = max(len(r) for r in rows)
+        rows: list[list[int]] = []
+        row_of: dict[tuple[int, ...], int] = {}
+        where: list[int] = []
+        for p, s in zip(prefix, suffix, strict=True):
+            key = tuple(p)
+            index = row_of.get(key)
+            if index is None or len(s) > 1:
+                index = len(rows)
+                rows.append(p + s[:-1])  # the last continuation token is only predicted
+                if len(s) <= 1:
+                    row_of[key] = index
+            where.append(index)
+        row_logprobs: list[Any] = [None] * len(rows)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
-        mask = torch.tensor(
-            [[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device
-        )
-        with torch.inference_mode():
-            logits = self.hf_model(input_ids=ids, attention_mask=mask).logits.float()
-        logprobs = logits.log_softmax(-1)
+        for start in range(0, len(order), self.score_batch):
+            chunk = order[start : start + self.score_batch]
+            width = max(len(rows[i]) for i in chunk)
+            ids = torch.tensor(
+                [rows[i] + [pad] * (width - len(rows[i])) for i in chunk], device=self.device
+            )
+            mask = torch.tensor(
+                [[1] * len(rows[i]) + [0] * (width - len(rows[i])) for i in chunk],
+                device=self.device,
+            )
+            with torch.inference_mode():
+                logits = self.hf_model(input_ids=ids, attention_mask=mask).logits.float()
+            for b, i in enumerate(chunk):
+                row_logprobs[i] = logits[b, : len(rows[i])].log_softmax(-1)
         results = []
-        for b, (p, s) in enumerate(zip(prefix, suffix, strict=True)):
-            positions = torch.arange(len(p) - 1, len(p) + len(s) - 1, device=self.device)
-            targets = torch.tensor(s, device=self.device, dtype=torch.long)
-            values = logprobs[b, positions, targets].tolist() if s else []
-            results.append(TokenScores(s, [float(v) for v in values], len(p)))
+        for p, s, index in zip(prefix, suffix, where, strict=True):
+            logprobs = row_logprobs[index]
+            values = [float(logprobs[len(p) - 1 + t, token]) for t, token in enumerate(s)]
+            results.append(TokenScores(s, values, len(p)))
         return results
 
 
