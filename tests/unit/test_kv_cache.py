@@ -95,7 +95,6 @@ def test_kept_tokens_keep_their_positions(hf: HFBackend) -> None:
             position_ids=torch.arange(len(ids))[None],
             attention_mask=torch.zeros(1, 1, 1, 1, dtype=torch.bool),
             past_key_values=cache,
-            kiln_cache=cache,
         )
         for step in range(3):
             position = len(ids) + step
@@ -104,7 +103,6 @@ def test_kept_tokens_keep_their_positions(hf: HFBackend) -> None:
                 position_ids=torch.tensor([[position]]),
                 attention_mask=torch.zeros(1, 1, 1, 1, dtype=torch.bool),
                 past_key_values=cache,
-                kiln_cache=cache,
             )
     kept = cache.plan.tokens_per_layer[0]
     expected = [
@@ -139,3 +137,50 @@ def test_h2o_decode_eviction_holds_the_budget(hf: HFBackend) -> None:
     _, stats, _ = run(hf, config, max_tokens=10)
     budget = stats.plan.tokens_per_layer
     assert stats.tokens_per_layer == budget  # decoded tokens evicted others, one for one
+
+
+def test_batched_decoding_with_a_budget_per_request(hf: HFBackend) -> None:
+    from services.inference.core.generation import batched_greedy
+
+    prompts = [PROMPT, "12 + 30 = 42 and " * 6, "the weather in Oslo is " * 9]
+    configs = [
+        KVConfig("none", bits=16),
+        KVConfig("snapkv", budget_fp16_tokens=24, window_size=8),
+        KVConfig("streamingllm", bits=8, budget_fp16_tokens=40),
+    ]
+    ids = [encode_prompt(hf.tokenizer, p) for p in prompts]
+    batched = batched_greedy(hf.hf_model, ids, configs, 10, hf.tokenizer.eos_token_id)
+    for prompt_ids, config, got in zip(ids, configs, batched, strict=True):
+        alone = [
+            t
+            for t, _ in compressed_stream(
+                hf.hf_model,
+                prompt_ids,
+                10,
+                lambda lp: int(lp.argmax()),
+                config,
+                hf.tokenizer.eos_token_id,
+            )
+        ]
+        assert got == alone
+
+
+def test_transformers_generate_runs_on_the_kiln_cache(hf: HFBackend) -> None:
+    from services.inference.core.budget import plan_kv
+    from services.inference.core.generation import use_kiln_attention
+    from services.inference.core.kv_cache import KilnCache
+
+    ids = hf.tokenizer(PROMPT, return_tensors="pt").input_ids
+    reference = hf.hf_model.generate(ids, max_new_tokens=8, do_sample=False)
+    use_kiln_attention(hf.hf_model)
+    geometry = geometry_of(hf.hf_model)
+    for config, same in (
+        (KVConfig("none", bits=16), True),
+        (KVConfig("snapkv", budget_fp16_tokens=24, window_size=8), None),
+    ):
+        cache = KilnCache(plan_kv(config, ids.shape[1], geometry), config, geometry, torch.float32)
+        out = hf.hf_model.generate(ids, past_key_values=cache, max_new_tokens=8, do_sample=False)
+        if same:
+            assert torch.equal(out, reference)
+        assert cache.seen_tokens == ids.shape[1] + 7  # the last token is never fed back
+        assert cache.tokens_per_layer() == [n + 7 for n in cache.plan.tokens_per_layer]

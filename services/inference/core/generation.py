@@ -2,8 +2,8 @@
 then token-by-token decoding over the compressed cache with positions that never shift.
 
 `kiln_attention` is registered as a transformers attention implementation; it acts only
-when the forward call carries `kiln_cache=` and is plain SDPA otherwise, so a model set to it
-serves every other caller unchanged.
+when the layer's cache is a KilnCache (handed over by KilnCache.update in the same thread) and
+is plain SDPA otherwise, so a model set to it serves every other caller unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from services.common.errors import InvalidInput
 from services.inference.core.budget import CacheGeometry, KVConfig, KVPlan, plan_kv
-from services.inference.core.kv_cache import KilnCache
+from services.inference.core.kv_cache import ACTIVE, BatchedKilnCache, KilnCache
 
 ATTENTION_NAME = "kiln"
 _NO_MASK = torch.zeros(1, 1, 1, 1, dtype=torch.bool)  # a prepared 4-D mask: HF skips masking
@@ -35,13 +35,19 @@ def kiln_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """query [1, Hq, Tq, D]; key/value [1, Hkv, Tk, D] (grouped heads, never repeated)."""
-    cache: KilnCache | None = kwargs.get("kiln_cache")
+    cache: KilnCache | BatchedKilnCache | None = getattr(ACTIVE, "cache", None)
+    ACTIVE.cache = None
     if cache is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
+    if isinstance(cache, BatchedKilnCache):  # one decode token per sequence, padded caches
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=cache.mask, scale=scaling, enable_gqa=True
+        )
+        return out.transpose(1, 2).contiguous(), None
     layer = module.layer_idx
     if cache.prefilling:
         out = F.scaled_dot_product_attention(
@@ -137,7 +143,6 @@ def compressed_stream(
             attention_mask=_NO_MASK,
             past_key_values=cache,
             use_cache=True,
-            kiln_cache=cache,
         ).logits
         position += 1
         return logits
@@ -150,7 +155,6 @@ def compressed_stream(
                 attention_mask=_NO_MASK,
                 past_key_values=cache,
                 use_cache=True,
-                kiln_cache=cache,
             ).logits
             for token in question:
                 logits = step(token)
@@ -165,3 +169,48 @@ def compressed_stream(
         if stats is not None:
             full = geometry.token_bytes() * cache.seen_tokens
             stats.append(KVStats(plan, cache.nbytes(), full, cache.tokens_per_layer()))
+
+
+def batched_greedy(
+    model: Any,
+    prompts: list[list[int]],
+    configs: list[KVConfig],
+    max_tokens: int,
+    eos_token_id: int | None,
+) -> list[list[int]]:
+    """Greedy decoding of several prompts at once, each over its own compressed cache (a
+    different method, budget and bits per request). Returns each sequence's new tokens."""
+    use_kiln_attention(model)
+    geometry = geometry_of(model)
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    caches, tokens = [], []
+    with torch.inference_mode():
+        for ids, config in zip(prompts, configs, strict=True):
+            cache = KilnCache(plan_kv(config, len(ids), geometry), config, geometry, dtype)
+            logits = model(
+                input_ids=torch.tensor([ids], device=device),
+                position_ids=torch.arange(len(ids), device=device).unsqueeze(0),
+                attention_mask=_NO_MASK,
+                past_key_values=cache,
+            ).logits
+            caches.append(cache)
+            tokens.append([int(logits[0, -1].argmax())])
+        batch = BatchedKilnCache(caches)
+        done = [t[-1] == eos_token_id for t in tokens]
+        positions = [len(ids) for ids in prompts]
+        for _ in range(max_tokens - 1):
+            if all(done):
+                break
+            logits = model(
+                input_ids=torch.tensor([[t[-1]] for t in tokens], device=device),
+                position_ids=torch.tensor([[p] for p in positions], device=device),
+                attention_mask=_NO_MASK,
+                past_key_values=batch,
+            ).logits
+            for b, row in enumerate(tokens):
+                positions[b] += 1
+                if not done[b]:
+                    row.append(int(logits[b, -1].argmax()))
+                    done[b] = row[-1] == eos_token_id
+    return tokens

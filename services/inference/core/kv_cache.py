@@ -11,6 +11,7 @@ position_ids explicitly.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +25,10 @@ from services.inference.core.quant import (
     quantize_per_channel,
     quantize_per_token,
 )
+
+# Decoder layers call cache.update() and then the attention function in the same thread;
+# update() leaves the cache here for kiln_attention, so forward calls need no extra kwargs.
+ACTIVE = threading.local()
 
 
 @dataclass
@@ -110,8 +115,11 @@ class KilnCache:
 
     During prefill (`prefilling` True) update() passes the prompt's keys through; the attention
     function computes exact attention, then calls store_prefill() which prunes and stores.
-    During decoding update() appends and returns the whole (dequantized) cache.
+    During decoding update() appends and returns the whole (dequantized) cache. It also works
+    as transformers' own `model.generate(..., past_key_values=cache)` cache.
     """
+
+    is_compileable = False  # asked of every cache by transformers' generate()
 
     def __init__(
         self, plan: KVPlan, config: KVConfig, geometry: CacheGeometry, dtype: torch.dtype
@@ -134,6 +142,7 @@ class KilnCache:
         *args: object,
         **kwargs: object,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        ACTIVE.cache = self  # the attention call that follows in this thread reads it
         if self.prefilling:
             return key_states, value_states
         store = self.layers[layer_idx]
@@ -235,3 +244,50 @@ class KilnCache:
 
     def nbytes(self) -> int:
         return sum(store.nbytes() for store in self.layers)
+
+
+class BatchedKilnCache:
+    """Decodes several sequences together, each with its own KilnCache (its own method,
+    budget and bits). Each sequence is prefilled alone (its compression needs its own
+    attention); decoding steps then take one token per sequence, [B, 1].
+
+    update() returns keys/values [B, Hkv, Lmax, D] padded at the right and leaves `mask`
+    [B, 1, 1, Lmax] (True where a stored token is real) for kiln_attention.
+    """
+
+    is_compileable = False
+
+    def __init__(self, caches: list[KilnCache]) -> None:
+        if any(c.prefilling for c in caches):
+            raise ValueError("prefill every sequence before batching it")
+        if any(c.config.compress_decode for c in caches):
+            raise ValueError("decode-time eviction runs one sequence at a time")
+        self.caches = caches
+        self.mask: torch.Tensor | None = None
+
+    def update(
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int,
+        *args: object,
+        **kwargs: object,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [
+            cache.update(key_states[b : b + 1], value_states[b : b + 1], layer_idx)
+            for b, cache in enumerate(self.caches)
+        ]
+        ACTIVE.cache = self
+        width = max(k.shape[2] for k, _ in rows)
+        keys = key_states.new_zeros(len(rows), key_states.shape[1], width, key_states.shape[3])
+        values = torch.zeros_like(keys)
+        mask = torch.zeros(len(rows), 1, 1, width, dtype=torch.bool, device=keys.device)
+        for b, (k, v) in enumerate(rows):
+            keys[b, :, : k.shape[2]] = k[0]
+            values[b, :, : v.shape[2]] = v[0]
+            mask[b, ..., : k.shape[2]] = True
+        self.mask = mask
+        return keys, values
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return max(cache.seen_tokens for cache in self.caches)
