@@ -3,6 +3,10 @@ speed, and how many sequences fit in a fixed memory. Prints tables; run
 
     python benchmarks/kv_cache.py [--model DIR] [--samples 100]
 
+(`pip install -e ".[bench]"` adds optimum-quanto for the QuantizedCache row; its first use
+compiles a C++ extension for about a minute. HQQ's package does not import beside
+transformers 5.19, so its row reports unavailable.)
+
 The accuracy table uses kiln's reference retrieval model (trained on first use, a few minutes
 on CPU, into $KILN_HOME/cache/kv-retrieval) in bfloat16, so the 16-bit cache is 2 bytes per
 element like the paper's fp16 baseline. Budgets are fractions of the full 16-bit cache of each

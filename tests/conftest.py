@@ -146,3 +146,26 @@ def worker(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen]]:
     yield start
     for pid in procs:
         stop_pid(pid, grace=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter (random A and B, so it changes the outputs) on the tiny model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model = get_peft_model(
+        base,
+        LoraConfig(
+            r=4,
+            lora_alpha=16,
+            init_lora_weights=False,
+            target_modules=["q_proj", "v_proj", "o_proj"],
+        ),
+    )
+    folder = tmp_path_factory.mktemp("adapters") / "lora"
+    model.save_pretrained(folder)
+    return folder

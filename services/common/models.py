@@ -1,25 +1,15 @@
-"""Model sources: a local folder, or a committed checkpoint prefix in the object store."""
+"""Model sources: a local folder, or a committed checkpoint prefix in the object store; a
+folder holds a full model (config.json) or a PEFT LoRA adapter (adapter_config.json)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.errors import InvalidInput, NotFound
 from services.common.objectstore import ObjectStore, validate_key
 from services.common.settings import Settings, get_settings
-
-
-def check_model_folder(path: Path, field: str) -> Path:
-    if not (path / "config.json").is_file():
-        raise InvalidInput(field, f"{path} is not a model folder (no config.json)")
-    return path
-
-
-def resolve_local(path: str, field: str = "local_path") -> Path:
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise InvalidInput(field, f"{path} is not a folder on the server")
-    return check_model_folder(folder, field)
 
 
 def fetch_checkpoint(
@@ -38,4 +28,51 @@ def fetch_checkpoint(
         raise NotFound(f"checkpoint {prefix} has no manifest (missing or not committed)")
     dest = settings.effective_cache_dir / prefix
     store.download_prefix(prefix, dest)
-    return check_model_folder(dest, field)
+    return dest
+
+
+def fetch_source(source: str, field: str, settings: Settings | None = None) -> Path:
+    """A local folder as is, or checkpoints/<run>/<step> downloaded from the object store."""
+    if source.startswith("checkpoints/"):
+        return fetch_checkpoint(source, settings=settings, field=field)
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise InvalidInput(field, f"{source} is not a folder on the server")
+    return folder
+
+
+def is_adapter(folder: Path) -> bool:
+    return (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
+
+
+@dataclass
+class ResolvedModel:
+    base: Path  # a folder with config.json
+    adapters: list[Path] = field(default_factory=list)  # PEFT adapter folders, in order
+
+
+def resolve_model(
+    source: str, adapters: list[str], field: str, settings: Settings | None = None
+) -> ResolvedModel:
+    """The base folder and the adapters to merge into it (an adapter source brings its base
+    from adapter_config.json's base_model_name_or_path)."""
+    folder = fetch_source(source, field, settings)
+    resolved = ResolvedModel(folder)
+    if is_adapter(folder):
+        base = (
+            json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            or ""
+        )
+        resolved = ResolvedModel(
+            fetch_source(base, f"{field}: base_model_name_or_path", settings), [folder]
+        )
+    if not (resolved.base / "config.json").is_file():
+        raise InvalidInput(field, f"{source} is not a model folder (no config.json)")
+    for i, adapter in enumerate(adapters):
+        path = fetch_source(adapter, f"adapters[{i}]", settings)
+        if not is_adapter(path):
+            raise InvalidInput(
+                f"adapters[{i}]", f"{adapter} is not a PEFT adapter folder (no adapter_config.json)"
+            )
+        resolved.adapters.append(path)
+    return resolved

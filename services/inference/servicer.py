@@ -20,7 +20,7 @@ from kiln.inference.v1 import inference_pb2 as pb
 from kiln.inference.v1 import inference_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
-from services.common.models import fetch_checkpoint, resolve_local
+from services.common.models import resolve_model
 from services.common.sandbox import SandboxLimits
 from services.common.settings import Settings
 from services.inference.core.budget import KVConfig, plan_kv
@@ -308,22 +308,23 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
         which = request.WhichOneof("source")
-        if which == "local_path":
-            folder = resolve_local(request.local_path)
-            source = request.local_path
-        elif which == "checkpoint":
-            folder = await asyncio.to_thread(fetch_checkpoint, request.checkpoint)
-            source = f"s3://{self.settings.bucket}/{request.checkpoint}"
-        else:
+        if which is None:
             raise InvalidInput("source", "set local_path or checkpoint")
+        source = getattr(request, which)
+        resolved = await asyncio.to_thread(
+            resolve_model, source, list(request.adapters), which, self.settings
+        )
+        if which == "checkpoint":
+            source = f"s3://{self.settings.bucket}/{source}"
         loaded = await asyncio.to_thread(
             self.registry.load,
             request.name,
-            folder,
+            resolved.base,
             source,
             request.engine or "hf",
             request.dtype or "float32",
             request.kv_cache_dtype,
+            resolved.adapters,
         )
         return self._info(loaded)
 

@@ -23,13 +23,19 @@ from services.llm.tokens import (
 )
 
 
-def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
-    """(model, tokenizer) from a local folder, in eval mode."""
+def load_model(
+    path: str | Path, dtype: str = "float32", device: str = "cpu", adapters: Sequence[Path] = ()
+) -> tuple[Any, Any]:
+    """(model, tokenizer) from a local folder, in eval mode, with LoRA adapters merged in."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+    for adapter in adapters:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.to(device).eval()
     return model, tokenizer
 
@@ -46,15 +52,17 @@ class HFBackend:
         device: str = "cpu",
         name: str | None = None,
         score_batch: int = 16,
+        adapters: Sequence[Path] = (),
     ) -> None:
         self.path = Path(path)
         self.model = name or self.path.name
         if model is None or tokenizer is None:
-            model, tokenizer = load_model(self.path, dtype, device)
+            model, tokenizer = load_model(self.path, dtype, device, adapters)
         self.hf_model, self.tokenizer = model, tokenizer
         self.device = device
         self.score_batch = score_batch
-        self._fingerprint = f"hf:{folder_fingerprint(self.path)}:{dtype}"
+        merged = "".join(f"+{folder_fingerprint(a)}" for a in adapters)
+        self._fingerprint = f"hf:{folder_fingerprint(self.path)}{merged}:{dtype}"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 

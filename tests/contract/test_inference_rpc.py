@@ -268,3 +268,48 @@ def test_tool_integrated_generation_over_grpc(grpc_server, redis_url: str) -> No
         with pytest.raises(grpc.RpcError) as err:
             list(client.stub.Generate(bad, timeout=10))
         assert err.value.details().startswith("tools.max_rounds")
+
+
+def test_lora_adapter_is_merged_on_load(
+    inference: KilnClient, tiny_model: Path, tiny_adapter: Path
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tuned = PeftModel.from_pretrained(base, str(tiny_adapter)).merge_and_unload().eval()
+    ids = HFBackend(tiny_model).tokenizer("the answer is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = tuned.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :]
+    for name, fields in (
+        ("by-adapter", {"local_path": str(tiny_adapter)}),
+        ("by-base", {"local_path": str(tiny_model), "adapters": [str(tiny_adapter)]}),
+    ):
+        info = inference.stub.LoadModel(pb.LoadModelRequest(name=name, **fields))
+        assert list(info.adapters) == [str(tiny_adapter)]
+        request = pb.GenerateRequest(
+            request_id=name,
+            model=name,
+            prompt="the answer is",
+            sampling=pb.SamplingParams(max_tokens=8),
+        )
+        done = list(inference.stub.Generate(request, timeout=60))[-1].complete
+        assert list(done.token_ids) == expected.tolist()
+    base_done = list(
+        inference.stub.Generate(
+            pb.GenerateRequest(
+                request_id="base",
+                model="tiny",
+                prompt="the answer is",
+                sampling=pb.SamplingParams(max_tokens=8),
+            ),
+            timeout=60,
+        )
+    )[-1].complete
+    assert list(base_done.token_ids) != expected.tolist()
+    with pytest.raises(grpc.RpcError) as err:
+        inference.stub.LoadModel(
+            pb.LoadModelRequest(name="x", local_path=str(tiny_model), adapters=[str(tiny_model)])
+        )
+    assert err.value.details().startswith("adapters[0]")

@@ -60,7 +60,10 @@ class ModelRegistry:
         engine: str = "hf",
         dtype: str = "float32",
         kv_cache_dtype: str = "",
+        adapters: list[Path] | None = None,
     ) -> LoadedModel:
+        """Loads folder (with LoRA adapters merged in, on hf) under name."""
+        adapters = adapters or []
         if not name or "/" in name:
             raise InvalidInput("name", "must be non-empty and contain no '/'")
         if engine not in ENGINES:
@@ -69,17 +72,21 @@ class ModelRegistry:
             raise InvalidInput("kv_cache_dtype", f"vllm only, one of {', '.join(VLLM_KV_DTYPES)}")
         if dtype not in DTYPES:
             raise InvalidInput("dtype", f"must be one of {', '.join(DTYPES)}")
+        if adapters and engine != "hf":
+            raise InvalidInput("adapters", "LoRA adapters are merged on the hf engine")
         if engine == "hf":
             from services.llm.hf import HFBackend
 
-            backend: Any = HFBackend(folder, dtype=dtype, device=self.device, name=name)
+            backend: Any = HFBackend(
+                folder, dtype=dtype, device=self.device, name=name, adapters=adapters
+            )
         else:
             from services.llm.vllm_engine import VLLMBackend, VLLMConfig
 
             backend = VLLMBackend(
                 folder, VLLMConfig(dtype=dtype, kv_cache_dtype=kv_cache_dtype or "auto"), name=name
             )
-        loaded = LoadedModel(name, source, engine, backend, dtype)
+        loaded = LoadedModel(name, source, engine, backend, dtype, [str(a) for a in adapters])
         self.add(loaded)
         return loaded
 

@@ -222,7 +222,7 @@ class PlanKVResponse(_message.Message):
     def __init__(self, bits: _Optional[int] = ..., tokens_kept: _Optional[int] = ..., tokens_kept_per_layer: _Optional[_Iterable[int]] = ..., bytes: _Optional[int] = ..., bytes_full: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("request_id", "name", "local_path", "checkpoint", "engine", "dtype", "kv_cache_dtype")
+    __slots__ = ("request_id", "name", "local_path", "checkpoint", "engine", "dtype", "kv_cache_dtype", "adapters")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     LOCAL_PATH_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,7 @@ class LoadModelRequest(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     KV_CACHE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     name: str
     local_path: str
@@ -237,7 +238,8 @@ class LoadModelRequest(_message.Message):
     engine: str
     dtype: str
     kv_cache_dtype: str
-    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., local_path: _Optional[str] = ..., checkpoint: _Optional[str] = ..., engine: _Optional[str] = ..., dtype: _Optional[str] = ..., kv_cache_dtype: _Optional[str] = ...) -> None: ...
+    adapters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., local_path: _Optional[str] = ..., checkpoint: _Optional[str] = ..., engine: _Optional[str] = ..., dtype: _Optional[str] = ..., kv_cache_dtype: _Optional[str] = ..., adapters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "source", "engine", "parameters", "dtype", "num_layers", "num_kv_heads", "head_dim", "adapters")
