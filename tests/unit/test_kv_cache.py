@@ -123,13 +123,22 @@ def test_kept_tokens_keep_their_positions(hf: HFBackend) -> None:
 def test_flush_quantizes_only_the_new_block() -> None:
     store = LayerStore(QuantSpec(4, 32, 32), torch.float32, track_positions=False)
     store.extend(torch.randn(2, 40, 64), torch.randn(2, 40, 64))
-    assert len(store.blocks) == 1 and store.residual_k.shape[1] == 8
-    first_keys, first_values = store.blocks[0]
-    codes = first_keys.codes.clone()
+    assert store.keys_q.shape[1] == 32 and store.residual_k.shape[1] == 8
+    history = [
+        t.clone() for q in (store.keys_q, store.values_q) for t in (q.codes, q.scale, q.zero)
+    ]
     store.extend(torch.randn(2, 24, 64), torch.randn(2, 24, 64))
-    assert len(store.blocks) == 2 and store.residual_k.shape[1] == 0
-    assert store.blocks[0][0] is first_keys and store.blocks[0][1] is first_values
-    assert torch.equal(store.blocks[0][0].codes, codes)
+    assert store.keys_q.shape[1] == 64 and store.residual_k.shape[1] == 0
+    after = [
+        t[:, : old.shape[1]]
+        for q in (store.keys_q, store.values_q)
+        for t, old in zip(
+            (q.codes, q.scale, q.zero),
+            history[:3] if q is store.keys_q else history[3:],
+            strict=True,
+        )
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(after, history, strict=True))
 
 
 def test_h2o_decode_eviction_holds_the_budget(hf: HFBackend) -> None:

@@ -12,7 +12,7 @@ position_ids explicitly.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -38,7 +38,8 @@ class LayerStore:
     spec: QuantSpec
     dtype: torch.dtype
     track_positions: bool
-    blocks: list[tuple[Quantized, Quantized]] = field(default_factory=list)
+    keys_q: Quantized | None = None  # every flushed block, concatenated along tokens
+    values_q: Quantized | None = None
     residual_k: torch.Tensor | None = None  # [H, r, D]
     residual_v: torch.Tensor | None = None
     positions: torch.Tensor | None = None  # int32 [H, N]
@@ -47,7 +48,7 @@ class LayerStore:
     @property
     def tokens(self) -> int:
         residual = 0 if self.residual_k is None else self.residual_k.shape[1]
-        return sum(k.shape[1] for k, _ in self.blocks) + residual
+        return (self.keys_q.shape[1] if self.keys_q else 0) + residual
 
     def extend(
         self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor | None = None
@@ -72,22 +73,25 @@ class LayerStore:
         while self.residual_k.shape[1] >= block:
             k, self.residual_k = self.residual_k[:, :block], self.residual_k[:, block:]
             v, self.residual_v = self.residual_v[:, :block], self.residual_v[:, block:]
-            self.blocks.append(
-                (
-                    quantize_per_channel(k, self.spec.bits, self.spec.group_size),
-                    quantize_per_token(v, self.spec.bits, self.spec.group_size),
-                )
+            self.keys_q = _append(
+                self.keys_q, quantize_per_channel(k, self.spec.bits, self.spec.group_size)
+            )
+            self.values_q = _append(
+                self.values_q, quantize_per_token(v, self.spec.bits, self.spec.group_size)
             )
         self.residual_k = self.residual_k.clone()  # drop views that pin flushed memory
         self.residual_v = self.residual_v.clone()
 
     def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Dequantized keys and values [H, N, D] in the model's dtype (transient)."""
-        keys = [dequantize_per_channel(k, self.dtype) for k, _ in self.blocks]
-        values = [dequantize_per_token(v, self.dtype) for _, v in self.blocks]
-        keys.append(self.residual_k)
-        values.append(self.residual_v)
-        return torch.cat(keys, dim=1), torch.cat(values, dim=1)
+        if self.keys_q is None:
+            return self.residual_k, self.residual_v
+        keys = dequantize_per_channel(self.keys_q, self.dtype)
+        values = dequantize_per_token(self.values_q, self.dtype)
+        return (
+            torch.cat([keys, self.residual_k], dim=1),
+            torch.cat([values, self.residual_v], dim=1),
+        )
 
     def evict(self, index: int) -> None:
         """Removes token `index` (per head, index [H]) from a 16-bit store (H2O decoding)."""
@@ -103,11 +107,25 @@ class LayerStore:
 
     def nbytes(self) -> int:
         """Bytes physically held (codes, scales, zeros, residual, positions)."""
-        total = sum(k.nbytes() + v.nbytes() for k, v in self.blocks)
+        total = sum(q.nbytes() for q in (self.keys_q, self.values_q) if q is not None)
         for tensor in (self.residual_k, self.residual_v, self.positions):
             if tensor is not None:
                 total += tensor.numel() * tensor.element_size()
         return total
+
+
+def _append(history: Quantized | None, block: Quantized) -> Quantized:
+    """history followed by block (codes and scales copied as they are, never re-quantized)."""
+    if history is None:
+        return block
+    h, t, d = history.shape
+    return Quantized(
+        torch.cat([history.codes, block.codes], dim=1),
+        torch.cat([history.scale, block.scale], dim=1),
+        torch.cat([history.zero, block.zero], dim=1),
+        history.bits,
+        (h, t + block.shape[1], d),
+    )
 
 
 class KilnCache:
