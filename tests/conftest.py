@@ -18,9 +18,6 @@ import pytest
 from services.cli.embedded import free_port, spawn, start_redis, start_s3, stop_pid
 from services.common.settings import Settings, get_settings
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
-
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:

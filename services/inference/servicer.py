@@ -24,7 +24,7 @@ from services.common.models import resolve_model
 from services.common.sandbox import SandboxLimits
 from services.common.settings import Settings
 from services.inference.core.budget import KVConfig, plan_kv
-from services.inference.core.generation import KVStats, geometry_of
+from services.inference.core.generation import KVStats
 from services.inference.core.registry import ModelRegistry
 from services.inference.core.tool_integrated import TIRConfig, generate_with_tools
 from services.llm.base import Prompt, SamplingParams, truncate_at_stop
@@ -117,7 +117,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             )
         model = self.registry.get(request.model)
         if kv is not None:
-            kv.validate(geometry_of(self.registry.hf_backend(model).hf_model).head_dim)
+            kv.validate(model.geometry.head_dim)
         if request.request_id in self.running:
             raise InvalidInput("request_id", "a generation with this id is already running")
         use_vllm = model.engine == "vllm" and kv is None and request.engine != "hf"
@@ -266,9 +266,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> pb.PlanKVResponse:
         model = self.registry.get(request.model)
         kv = kv_from_pb(request.kv) or KVConfig()
-        plan = plan_kv(
-            kv, request.sequence_length, geometry_of(self.registry.hf_backend(model).hf_model)
-        )
+        plan = plan_kv(kv, request.sequence_length, model.geometry)
         return pb.PlanKVResponse(
             bits=plan.bits,
             tokens_kept=plan.tokens_kept,

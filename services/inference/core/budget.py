@@ -22,6 +22,7 @@ KV heads and sum over layers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.common.errors import InvalidInput
 from services.inference.core.pyramidkv import layer_budgets
@@ -37,6 +38,17 @@ class CacheGeometry:
     num_kv_heads: int
     head_dim: int
     element_bytes: int = 2  # full-precision storage: the model's dtype (2 fp16/bf16, 4 fp32)
+
+    @classmethod
+    def from_config(cls, config: Any, element_bytes: int) -> CacheGeometry:
+        """Layers, KV heads and head_dim of a transformers decoder config."""
+        heads = config.num_attention_heads
+        return cls(
+            config.num_hidden_layers,
+            getattr(config, "num_key_value_heads", None) or heads,
+            getattr(config, "head_dim", None) or config.hidden_size // heads,
+            element_bytes,
+        )
 
     def token_bytes(self, element_bytes: int | None = None) -> int:
         """Bytes of one token across all layers and KV heads, keys and values."""

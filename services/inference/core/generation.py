@@ -84,16 +84,7 @@ def use_kiln_attention(model: Any) -> None:
 
 
 def geometry_of(model: Any) -> CacheGeometry:
-    config = model.config
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    element = next(model.parameters()).element_size()
-    return CacheGeometry(
-        config.num_hidden_layers,
-        getattr(config, "num_key_value_heads", heads) or heads,
-        head_dim,
-        element,
-    )
+    return CacheGeometry.from_config(model.config, next(model.parameters()).element_size())
 
 
 @dataclass

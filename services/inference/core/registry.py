@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from services.common.errors import InvalidInput, NotFound
+from services.inference.core.budget import CacheGeometry
 
 ENGINES = ("hf", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 VLLM_KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 
 
@@ -23,22 +26,27 @@ class LoadedModel:
     dtype: str
     adapters: list[str] = field(default_factory=list)
 
-    def describe(self) -> dict[str, Any]:
-        """parameters, layers, KV heads and head_dim of the model's config."""
-        config = self.backend.hf_model.config if self.engine == "hf" else None
-        if config is None:
+    @cached_property
+    def geometry(self) -> CacheGeometry:
+        """The KV-cache geometry, from the model's config (no weights needed)."""
+        if self.engine == "hf":
+            config = self.backend.hf_model.config
+        else:
             from transformers import AutoConfig
 
             config = AutoConfig.from_pretrained(str(self.backend.path))
-        heads = config.num_attention_heads
+        return CacheGeometry.from_config(config, DTYPE_BYTES.get(self.dtype, 4))
+
+    def describe(self) -> dict[str, Any]:
+        """parameters, layers, KV heads and head_dim of the model."""
         parameters = (
             sum(p.numel() for p in self.backend.hf_model.parameters()) if self.engine == "hf" else 0
         )
         return {
             "parameters": parameters,
-            "num_layers": config.num_hidden_layers,
-            "num_kv_heads": getattr(config, "num_key_value_heads", None) or heads,
-            "head_dim": getattr(config, "head_dim", None) or config.hidden_size // heads,
+            "num_layers": self.geometry.num_layers,
+            "num_kv_heads": self.geometry.num_kv_heads,
+            "head_dim": self.geometry.head_dim,
         }
 
 
