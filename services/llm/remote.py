@@ -52,6 +52,7 @@ class RemoteBackend:
         parallelism: int = 16,
         client: Any = None,
         kv: Any = None,
+        tools: Any = None,
     ) -> None:
         from services.common.clients import KilnClient
 
@@ -59,10 +60,12 @@ class RemoteBackend:
         self.client = client or KilnClient("inference", target=target)
         self.parallelism = parallelism
         self.kv = kv  # optional inference_pb2.KVCompression for every request
+        self.tools = tools  # optional inference_pb2.ToolUse: tool-integrated generation
 
     @property
     def fingerprint(self) -> str:
-        return f"remote:{self.client.target}:{self.model}"
+        rounds = f":tools{self.tools.max_rounds}" if self.tools else ""
+        return f"remote:{self.client.target}:{self.model}{rounds}"
 
     def render(self, prompt: Prompt) -> str:
         # The server applies the model's chat template; this key only has to be unique.
@@ -78,6 +81,7 @@ class RemoteBackend:
             model=self.model,
             sampling=sampling_to_pb(params),
             kv=self.kv,
+            tools=self.tools,
             **prompt_fields(validate_prompt(prompt)),
         )
         for response in self.client.stub.Generate(request):

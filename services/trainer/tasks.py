@@ -1,7 +1,106 @@
 """Celery tasks of the trainer service (queue `trainer`)."""
 
+from __future__ import annotations
+
+import json
+from typing import Any
+
 from services.common.canary import register_canary
 from services.common.celery_app import make_celery
+from services.common.jobs import JobContext, JobResult, job_task
+from services.common.objectstore import ObjectRef
+from services.common.settings import get_settings
 
 app = make_celery("trainer")
 canary = register_canary(app, "trainer")
+
+
+def read_dataset(ctx: JobContext, ref: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    from services.trainer.core.data import read_rows
+
+    return read_rows(ctx.objects.get_bytes(ObjectRef.from_dict(ref)), field)
+
+
+@job_task(app, "kiln.trainer.train")
+def train(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
+    """LoRA training to checkpoints/<run>/<step>; resumes from the run's latest checkpoint."""
+    from services.common.models import fetch_source
+    from services.trainer.core.runs import run_fingerprint, run_training
+    from services.trainer.core.training import TrainConfig
+
+    settings = get_settings()
+    config_values = dict(payload["config"])
+    objective = config_values.pop("objective")
+    config = TrainConfig.from_hyperparameters(objective, config_values)
+    rows = [
+        row
+        for i, ref in enumerate(payload["datasets"])
+        for row in read_dataset(ctx, ref, f"datasets[{i}]")
+    ]
+    base_source = payload["base_model"]
+    base_folder = fetch_source(base_source, "base_model", settings)
+    fingerprint = run_fingerprint(config, base_source, [r["sha256"] for r in payload["datasets"]])
+
+    def on_step(result: Any, total: int) -> None:
+        ctx.report(result.step, total, f"step {result.step}/{total}", result.report())
+
+    outcome = run_training(
+        ctx.objects,
+        payload["run_name"],
+        base_source,
+        base_folder,
+        rows,
+        config,
+        fingerprint,
+        settings.effective_cache_dir,
+        on_step,
+    )
+    history = "\n".join(json.dumps(h) for h in outcome.history)
+    metrics = ctx.objects.put_bytes(
+        ctx.output_key("metrics.jsonl"), history.encode(), "application/x-ndjson"
+    )
+    summary = outcome.summary()
+    manifest = ctx.objects.commit(ctx.run_prefix, [metrics], {"kind": "train", **summary})
+    return JobResult([manifest, metrics, *(c.manifest for c in outcome.checkpoints)], summary)
+
+
+@job_task(app, "kiln.trainer.prepare")
+def prepare(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
+    """RISE pairs, TATA selection or BMC bridging through the inference service, written as
+    the committed dataset datasets/<output_name>/<job id>/."""
+    from kiln.inference.v1 import inference_pb2
+    from services.llm.remote import RemoteBackend
+    from services.trainer.core.prepare import prepare as run_prepare
+    from services.trainer.core.prepare import prepare_config
+
+    method = payload["method"]
+    config = prepare_config(method, payload["parameters"])
+    rows = read_dataset(ctx, payload["dataset"], "dataset")
+    target = get_settings().target("inference")
+    backend = RemoteBackend(payload["model"], target=target)
+    tir_backend = RemoteBackend(
+        payload["model"], target=target, tools=inference_pb2.ToolUse(max_rounds=4)
+    )
+    out, stats = run_prepare(
+        method,
+        config,
+        rows,
+        backend,
+        tir_backend,
+        on_progress=lambda done, total, message: ctx.report(done, total, message),
+    )
+    prefix = f"datasets/{payload['output_name']}/{ctx.job_id}"
+    data = "\n".join(json.dumps(r) for r in out).encode()
+    refs = [
+        ctx.objects.put_bytes(f"{prefix}/data.jsonl", data, "application/x-ndjson"),
+        ctx.objects.put_json(f"{prefix}/stats.json", stats),
+    ]
+    manifest = ctx.objects.commit(prefix, refs, {"kind": method, "rows": len(out)})
+    return JobResult(
+        [manifest, *refs],
+        {
+            "rows": len(out),
+            "dataset": refs[0].key,
+            **{k: v for k, v in stats.items() if isinstance(v, (int, float))},
+        },
+    )

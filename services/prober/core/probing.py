@@ -14,6 +14,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from services.common.math_answers import canonical
 from services.llm.base import Backend, SamplingParams
 from services.prober.core.steps import split_steps
 from services.prober.core.trajectory import ProbeStep
@@ -62,15 +63,9 @@ def probe_prefixes(item: ProbeItem, config: ProbeConfig) -> list[str]:
 
 
 def normalize_answer(text: str) -> str:
-    """Free-form answers compare after trimming, lower-casing, dropping a trailing period and
-    writing numbers canonically ("42.0" -> "42", "1,000" -> "1000")."""
-    answer = text.strip().strip(".").strip().lower()
-    number = answer.replace(",", "").replace("$", "")
-    try:
-        value = float(number)
-    except ValueError:
-        return answer
-    return str(int(value)) if value.is_integer() else repr(value)
+    """A free-form answer in the shared checker's canonical spelling ("42.0" -> "42",
+    "1,000" -> "1000", "0.5" -> "1/2")."""
+    return canonical(text)
 
 
 def probe_batch(

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from kiln.common.v1 import common_pb2 as kiln_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkiln/trainer/v1/trainer.proto\x12\x0fkiln.trainer.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bkiln/common/v1/common.proto\"\xbd\x01\n\x0fTrainingRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08run_name\x18\x02 \x01(\t\x12\x11\n\tobjective\x18\x03 \x01(\t\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12+\n\x08\x64\x61tasets\x18\x05 \x03(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\x30\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"*\n\x16ListCheckpointsRequest\x12\x10\n\x08run_name\x18\x01 \x01(\t\"i\n\nCheckpoint\x12\x10\n\x08run_name\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12+\n\x08manifest\x18\x04 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\"K\n\x17ListCheckpointsResponse\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.kiln.trainer.v1.Checkpoint2\xb8\x01\n\x07Trainer\x12G\n\x0eSubmitTraining\x12 .kiln.trainer.v1.TrainingRequest\x1a\x13.kiln.common.v1.Job\x12\x64\n\x0fListCheckpoints\x12\'.kiln.trainer.v1.ListCheckpointsRequest\x1a(.kiln.trainer.v1.ListCheckpointsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkiln/trainer/v1/trainer.proto\x12\x0fkiln.trainer.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bkiln/common/v1/common.proto\"\xbd\x01\n\x0fTrainingRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08run_name\x18\x02 \x01(\t\x12\x11\n\tobjective\x18\x03 \x01(\t\x12\x12\n\nbase_model\x18\x04 \x01(\t\x12+\n\x08\x64\x61tasets\x18\x05 \x03(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\x30\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xb5\x01\n\x12PrepareDataRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12*\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\x13\n\x0boutput_name\x18\x05 \x01(\t\x12+\n\nparameters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"*\n\x16ListCheckpointsRequest\x12\x10\n\x08run_name\x18\x01 \x01(\t\"\x8c\x01\n\nCheckpoint\x12\x10\n\x08run_name\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12+\n\x08manifest\x18\x04 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\x11\n\tobjective\x18\x05 \x01(\t\x12\x0e\n\x06merged\x18\x06 \x01(\x08\"K\n\x17ListCheckpointsResponse\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.kiln.trainer.v1.Checkpoint2\x81\x02\n\x07Trainer\x12G\n\x0eSubmitTraining\x12 .kiln.trainer.v1.TrainingRequest\x1a\x13.kiln.common.v1.Job\x12\x64\n\x0fListCheckpoints\x12\'.kiln.trainer.v1.ListCheckpointsRequest\x1a(.kiln.trainer.v1.ListCheckpointsResponse\x12G\n\x0bPrepareData\x12#.kiln.trainer.v1.PrepareDataRequest\x1a\x13.kiln.common.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRAININGREQUEST']._serialized_start=110
   _globals['_TRAININGREQUEST']._serialized_end=299
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=301
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=343
-  _globals['_CHECKPOINT']._serialized_start=345
-  _globals['_CHECKPOINT']._serialized_end=450
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=452
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=527
-  _globals['_TRAINER']._serialized_start=530
-  _globals['_TRAINER']._serialized_end=714
+  _globals['_PREPAREDATAREQUEST']._serialized_start=302
+  _globals['_PREPAREDATAREQUEST']._serialized_end=483
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=485
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=527
+  _globals['_CHECKPOINT']._serialized_start=530
+  _globals['_CHECKPOINT']._serialized_end=670
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=672
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=747
+  _globals['_TRAINER']._serialized_start=750
+  _globals['_TRAINER']._serialized_end=1007
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,11 @@ class TrainerStub:
                 request_serializer=kiln_dot_trainer_dot_v1_dot_trainer__pb2.ListCheckpointsRequest.SerializeToString,
                 response_deserializer=kiln_dot_trainer_dot_v1_dot_trainer__pb2.ListCheckpointsResponse.FromString,
                 _registered_method=True)
+        self.PrepareData = channel.unary_unary(
+                '/kiln.trainer.v1.Trainer/PrepareData',
+                request_serializer=kiln_dot_trainer_dot_v1_dot_trainer__pb2.PrepareDataRequest.SerializeToString,
+                response_deserializer=kiln_dot_common_dot_v1_dot_common__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class TrainerServicer:
@@ -62,6 +67,12 @@ class TrainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrepareData(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +85,11 @@ def add_TrainerServicer_to_server(servicer, server):
                     servicer.ListCheckpoints,
                     request_deserializer=kiln_dot_trainer_dot_v1_dot_trainer__pb2.ListCheckpointsRequest.FromString,
                     response_serializer=kiln_dot_trainer_dot_v1_dot_trainer__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'PrepareData': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareData,
+                    request_deserializer=kiln_dot_trainer_dot_v1_dot_trainer__pb2.PrepareDataRequest.FromString,
+                    response_serializer=kiln_dot_common_dot_v1_dot_common__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -130,6 +146,33 @@ class Trainer:
             '/kiln.trainer.v1.Trainer/ListCheckpoints',
             kiln_dot_trainer_dot_v1_dot_trainer__pb2.ListCheckpointsRequest.SerializeToString,
             kiln_dot_trainer_dot_v1_dot_trainer__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kiln.trainer.v1.Trainer/PrepareData',
+            kiln_dot_trainer_dot_v1_dot_trainer__pb2.PrepareDataRequest.SerializeToString,
+            kiln_dot_common_dot_v1_dot_common__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

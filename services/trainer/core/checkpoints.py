@@ -1,0 +1,113 @@
+"""Checkpoints in the object store: `checkpoints/<run>/<step>/`, committed by manifest.
+
+A checkpoint holds the PEFT adapter (adapter_config.json, adapter_model.safetensors, whose
+base_model_name_or_path is the base's source: a folder or checkpoints/<run>/<step>), the
+trainer state (trainer_state.json, optimizer.pt) for resuming, and with `merge` a full model
+with the adapter merged under merged/ (its own committed prefix). The inference service
+loads checkpoints/<run>/<step> (adapter + base) or checkpoints/<run>/<step>/merged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from services.common.errors import InvalidInput
+from services.common.objectstore import ObjectRef, ObjectStore
+
+_RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def validate_run_name(run_name: str, field: str = "run_name") -> str:
+    if not _RUN_NAME.match(run_name):
+        raise InvalidInput(
+            field, "1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter/digit"
+        )
+    return run_name
+
+
+def checkpoint_prefix(run_name: str, step: int) -> str:
+    return f"checkpoints/{run_name}/{step}"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    run_name: str
+    step: int
+    prefix: str
+    manifest: ObjectRef
+    meta: dict[str, Any]
+
+
+def list_checkpoints(store: ObjectStore, run_name: str) -> list[CheckpointInfo]:
+    """The committed checkpoints of a run, by step."""
+    found = []
+    for sub in store.list_prefixes(f"checkpoints/{validate_run_name(run_name)}/"):
+        step = sub.rstrip("/").rsplit("/", 1)[-1]
+        if not step.isdigit() or not store.is_committed(sub.rstrip("/")):
+            continue
+        prefix = sub.rstrip("/")
+        manifest = store.stat(f"{prefix}/MANIFEST.json")
+        meta = store.read_manifest(prefix).get("meta", {})
+        found.append(CheckpointInfo(run_name, int(step), prefix, manifest, meta))
+    return sorted(found, key=lambda c: c.step)
+
+
+def save_checkpoint(
+    store: ObjectStore,
+    run_name: str,
+    model: Any,
+    tokenizer: Any,
+    trainer_state: dict[str, Any],
+    meta: dict[str, Any],
+    merge: bool = False,
+) -> CheckpointInfo:
+    """Uploads adapter + state (and merged weights), then commits the manifest last."""
+    step = int(trainer_state["step"])
+    prefix = checkpoint_prefix(run_name, step)
+    with tempfile.TemporaryDirectory(prefix="kiln-ckpt-") as tmp:
+        folder = Path(tmp)
+        model.save_pretrained(folder)
+        torch.save(trainer_state["optimizer"], folder / "optimizer.pt")
+        (folder / "trainer_state.json").write_text(
+            json.dumps({k: v for k, v in trainer_state.items() if k != "optimizer"}, indent=1)
+        )
+        refs = [
+            store.put_file(f"{prefix}/{p.relative_to(folder).as_posix()}", p)
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        ]
+        if merge:
+            merged = folder.parent / f"{folder.name}-merged"
+            full = model.merge_and_unload(safe_merge=True)
+            full.save_pretrained(merged)
+            tokenizer.save_pretrained(merged)
+            merged_prefix = f"{prefix}/merged"
+            merged_refs = [
+                store.put_file(f"{merged_prefix}/{p.relative_to(merged).as_posix()}", p)
+                for p in sorted(merged.rglob("*"))
+                if p.is_file()
+            ]
+            store.commit(merged_prefix, merged_refs, {**meta, "merged": True})
+            refs += merged_refs
+    meta = {**meta, "step": step, "merged_weights": merge}
+    manifest = store.commit(prefix, refs, meta)
+    return CheckpointInfo(run_name, step, prefix, manifest, meta)
+
+
+def restore_checkpoint(store: ObjectStore, prefix: str, model: Any, cache_dir: Path) -> dict:
+    """Loads the adapter weights into model; returns the trainer state (optimizer included)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = store.download_prefix(prefix, cache_dir / prefix)
+    set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+    state = json.loads((folder / "trainer_state.json").read_text())
+    state["optimizer"] = torch.load(folder / "optimizer.pt", weights_only=True)
+    return state

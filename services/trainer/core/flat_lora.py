@@ -1,0 +1,163 @@
+"""Flat-LoRA: LoRA trained for a flat loss landscape in the full parameter space (Li et al.,
+"Flat-LoRA: Low-Rank Adaptation over a Flat Loss Landscape", Sec. 3).
+
+Each step perturbs every merged LoRA weight W' = W + s * B A  ([out, n]) with random noise
+
+    eps_ij ~ N(0, (sigma_t^2 / n) * ||W'_i,:||^2)                      (Eq. 8, filter-wise)
+    sigma_t = sigma * (1 - cos(pi * t / T)) / 2                        (cosine ramp)
+
+and takes the gradient of L(W' + eps) with respect to A and B. The noise is never stored and
+never added to W: a forward hook adds x eps^T to the layer's output, and a custom autograd
+function regenerates eps from (seed, step, layer) in the backward pass. The extra state is one
+row scale per output row of each adapted layer (O(rows)) plus the seed. Layers whose adapters
+are disabled (the reference forward of DPO through PEFT's `disable_adapter()`) get no noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+_SEED_MODULUS = 2**61 - 1
+
+
+@dataclass(frozen=True)
+class FlatLoRAConfig:
+    sigma: float = 0.05  # the paper's default noise level for LLM fine-tuning
+    seed: int = 0
+    schedule: str = "cosine"  # cosine | constant
+
+    def __post_init__(self) -> None:
+        if self.sigma < 0:
+            raise ValueError("sigma must be >= 0")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError("schedule must be cosine or constant")
+
+
+def ramp(progress: float, schedule: str = "cosine") -> float:
+    """The factor on sigma at a fraction `progress` in [0, 1] of training."""
+    if schedule == "constant":
+        return 1.0
+    return (1.0 - math.cos(math.pi * min(max(progress, 0.0), 1.0))) / 2.0
+
+
+def noise(row_scale: torch.Tensor, n_in: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """eps [out, n_in]: standard normal from `seed`, row i scaled by row_scale[i] [out]."""
+    generator = torch.Generator(device=row_scale.device).manual_seed(seed)
+    z = torch.randn(
+        row_scale.shape[0], n_in, generator=generator, device=row_scale.device, dtype=torch.float32
+    )
+    return (z * row_scale.float().unsqueeze(1)).to(dtype)
+
+
+class _NoiseProduct(torch.autograd.Function):
+    """x eps^T with eps regenerated in backward instead of saved."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, row_scale: torch.Tensor, seed: int) -> torch.Tensor:
+        ctx.save_for_backward(row_scale)
+        ctx.seed, ctx.n_in = seed, x.shape[-1]
+        return x @ noise(row_scale, x.shape[-1], seed, x.dtype).T
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (row_scale,) = ctx.saved_tensors
+        return grad_output @ noise(row_scale, ctx.n_in, ctx.seed, grad_output.dtype), None, None
+
+
+def merged_weight(layer: nn.Module) -> torch.Tensor:
+    """W + s * B A of a PEFT LoRA layer (active adapters), [out, n]."""
+    weight = layer.base_layer.weight
+    for name in layer.active_adapters:
+        if name in layer.lora_A:
+            delta = layer.lora_B[name].weight @ layer.lora_A[name].weight
+            weight = weight + layer.scaling[name] * delta.to(weight.dtype)
+    return weight
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    from peft.tuners.lora import LoraLayer
+
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, LoraLayer) and isinstance(module.base_layer, nn.Linear)
+    ]
+
+
+class FlatLoRA:
+    """Attaches the perturbation to every LoRA linear layer of a PEFT model.
+
+    Call `begin_step(step, total_steps)` before each step's forward passes.
+    """
+
+    def __init__(self, model: nn.Module, config: FlatLoRAConfig) -> None:
+        self.config = config
+        self.layers = lora_layers(model)
+        if not self.layers:
+            raise ValueError("the model has no LoRA linear layers to perturb")
+        self.row_scales: dict[int, torch.Tensor] = {}
+        self.step = 0
+        self.active = True
+        self._handles = [
+            module.register_forward_hook(self._hook(index))
+            for index, (_, module) in enumerate(self.layers)
+        ]
+
+    def seed_for(self, step: int, index: int) -> int:
+        return ((self.config.seed * 1_000_003 + step) * 4099 + index) % _SEED_MODULUS
+
+    def sigma_at(self, step: int, total_steps: int) -> float:
+        return self.config.sigma * ramp(step / max(total_steps, 1), self.config.schedule)
+
+    @torch.no_grad()
+    def begin_step(self, step: int, total_steps: int) -> None:
+        """Row scales sigma_t * ||W'_i|| / sqrt(n) from the current A and B."""
+        self.step = step
+        sigma_t = self.sigma_at(step, total_steps)
+        for index, (_, module) in enumerate(self.layers):
+            weight = merged_weight(module).float()
+            norms = torch.linalg.vector_norm(weight, dim=1)
+            self.row_scales[index] = sigma_t * norms / math.sqrt(weight.shape[1])
+
+    def layer_noise(self, index: int) -> torch.Tensor:
+        """The eps of layer `index` at the current step (for inspection and tests)."""
+        module = self.layers[index][1]
+        return noise(
+            self.row_scales[index],
+            module.base_layer.in_features,
+            self.seed_for(self.step, index),
+            module.base_layer.weight.dtype,
+        )
+
+    def _hook(self, index: int) -> Any:
+        def add_noise(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> Any:
+            scale = self.row_scales.get(index)
+            if not self.active or module.disable_adapters or scale is None or not scale.any():
+                return output
+            x = inputs[0].to(output.dtype)
+            return output + _NoiseProduct.apply(x, scale, self.seed_for(self.step, index))
+
+        return add_noise
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        previous, self.active = self.active, False
+        try:
+            yield
+        finally:
+            self.active = previous
+
+    def extra_state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.row_scales.values())
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()

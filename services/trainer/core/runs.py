@@ -1,0 +1,117 @@
+"""A training run end to end: rows -> examples -> steps -> checkpoints, resumable.
+
+A run is identified by its run name; its checkpoints carry a fingerprint of what was asked
+(objective, hyperparameters, base, dataset digests). A redelivered job finds the latest
+checkpoint with its fingerprint and continues from there; a different run that reuses the
+name is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.common.errors import FailedPrecondition
+from services.common.objectstore import ObjectStore
+from services.trainer.core.checkpoints import (
+    CheckpointInfo,
+    list_checkpoints,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from services.trainer.core.data import pair_example, sft_example
+from services.trainer.core.training import StepResult, TrainConfig, Trainer, load_policy
+
+
+def run_fingerprint(config: TrainConfig, base_source: str, dataset_digests: Sequence[str]) -> str:
+    spec = {"config": config.to_dict(), "base": base_source, "datasets": list(dataset_digests)}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def tokenize_rows(
+    tokenizer: Any, rows: Sequence[dict[str, Any]], config: TrainConfig, field: str = "datasets"
+) -> list[Any]:
+    make = pair_example if config.preference else sft_example
+    return [
+        make(tokenizer, row, config.max_length, f"{field}[row {i}]") for i, row in enumerate(rows)
+    ]
+
+
+@dataclass
+class RunOutcome:
+    checkpoints: list[CheckpointInfo]
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0
+    total_steps: int = 0
+    examples: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        return {
+            "total_steps": self.total_steps,
+            "examples": self.examples,
+            "resumed_from_step": self.resumed_from,
+            "final": last,
+            "checkpoints": [c.prefix for c in self.checkpoints],
+        }
+
+
+def run_training(
+    store: ObjectStore,
+    run_name: str,
+    base_source: str,
+    base_folder: Path,
+    rows: Sequence[dict[str, Any]],
+    config: TrainConfig,
+    fingerprint: str,
+    cache_dir: Path,
+    on_step: Callable[[StepResult, int], None] | None = None,
+) -> RunOutcome:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    examples = tokenize_rows(tokenizer, rows, config)
+    model = load_policy(base_folder, config)
+    model.peft_config["default"].base_model_name_or_path = base_source
+    trainer = Trainer(model, tokenizer, examples, config)
+    outcome = RunOutcome([], total_steps=trainer.total, examples=len(examples))
+
+    existing = list_checkpoints(store, run_name)
+    foreign = [c for c in existing if c.meta.get("fingerprint") != fingerprint]
+    if foreign:
+        raise FailedPrecondition(
+            f"run name {run_name!r} already has checkpoints of a different run "
+            f"({foreign[0].prefix}); choose another run_name"
+        )
+    if existing:
+        latest = existing[-1]
+        state = restore_checkpoint(store, latest.prefix, model, cache_dir)
+        trainer.load_state_dict(state)
+        outcome.history = list(state.get("history", []))
+        outcome.resumed_from = trainer.step
+        outcome.checkpoints = list(existing)
+        if trainer.step >= trainer.total:
+            return outcome
+
+    meta = {"fingerprint": fingerprint, "objective": config.objective, "base": base_source}
+
+    def save(final: bool) -> None:
+        state = {**trainer.state_dict(), "history": outcome.history, "config": config.to_dict()}
+        info = save_checkpoint(
+            store, run_name, model, tokenizer, state, meta, merge=final and config.merge
+        )
+        outcome.checkpoints.append(info)
+
+    while trainer.step < trainer.total:
+        result = trainer.train_step()
+        outcome.history.append({"step": result.step, **result.report()})
+        if on_step:
+            on_step(result, trainer.total)
+        done = trainer.step >= trainer.total
+        if done or (config.save_every and trainer.step % config.save_every == 0):
+            save(final=done)
+    return outcome

@@ -1,0 +1,297 @@
+"""kiln's training loop: LoRA (optionally Flat-LoRA) SFT and DPO-family objectives.
+
+One loop for every objective, deterministic per step so that a run resumed from a checkpoint
+ends where an uninterrupted run ends: the data order is a seeded permutation per epoch, the
+learning rate is a function of the step, dropout is seeded per step, Flat-LoRA's noise is
+seeded per (step, layer), and the optimizer state is saved with the adapter.
+
+Objectives:
+- sft: mean token NLL of the completions.
+- dpo: sigmoid DPO (core.dpo), reference = the base model (adapters disabled).
+- bmc_dpo: DPO on token-weighted log-probs, lambda_t from core.bmc on the diff tokens.
+- rise_dpo: DPO + nll_alpha * the length-normalized NLL of the chosen responses (core.rise).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from services.common.configs import config_from_dict
+from services.common.errors import InvalidInput
+from services.trainer.core.bmc import BMCConfig, token_weights
+from services.trainer.core.data import (
+    PairExample,
+    SFTExample,
+    collate_pairs,
+    collate_sft,
+    diff_token_mask,
+)
+from services.trainer.core.dpo import DPOConfig, dpo_loss, weighted_logps
+from services.trainer.core.flat_lora import FlatLoRA, FlatLoRAConfig
+from services.trainer.core.logprobs import token_logps
+
+OBJECTIVES = ("sft", "dpo", "bmc_dpo", "rise_dpo")
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    objective: str = "sft"
+    learning_rate: float = 2e-4
+    epochs: int = 1
+    max_steps: int = 0  # 0: epochs * ceil(examples / batch_size)
+    batch_size: int = 4
+    max_length: int = 512
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0: no clipping
+    seed: int = 0
+    save_every: int = 0  # steps between checkpoints; 0: only the last step
+    merge: bool = False  # also write merged full weights with the last checkpoint
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = LLAMA_LINEAR
+    flat_lora_sigma: float = 0.0  # > 0 turns Flat-LoRA on
+    flat_lora_schedule: str = "cosine"
+    beta: float = 0.1  # DPO
+    bmc_delta: float = 3.0
+    bmc_confidence: str = "policy"
+    nll_alpha: float = 0.0  # RISE's NLL term
+
+    @property
+    def preference(self) -> bool:
+        return self.objective != "sft"
+
+    @property
+    def flat_lora(self) -> FlatLoRAConfig | None:
+        if self.flat_lora_sigma <= 0:
+            return None
+        return FlatLoRAConfig(self.flat_lora_sigma, self.seed, self.flat_lora_schedule)
+
+    @property
+    def bmc(self) -> BMCConfig:
+        return BMCConfig(self.bmc_delta, self.bmc_confidence)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["target_modules"] = list(self.target_modules)
+        return data
+
+    @classmethod
+    def from_hyperparameters(cls, objective: str, values: dict[str, Any]) -> TrainConfig:
+        """Validated config; every problem is an InvalidInput naming hyperparameters.<name>."""
+        if objective not in OBJECTIVES:
+            raise InvalidInput("objective", f"must be one of {', '.join(OBJECTIVES)}")
+        config = config_from_dict(cls, values, "hyperparameters", {"objective": objective})
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        checks = [
+            ("learning_rate", 0 <= self.learning_rate <= 1, "must be in [0, 1]"),
+            ("epochs", 1 <= self.epochs <= 1000, "must be in 1..1000"),
+            ("max_steps", 0 <= self.max_steps <= 10_000_000, "must be >= 0"),
+            ("batch_size", 1 <= self.batch_size <= 4096, "must be in 1..4096"),
+            ("max_length", 8 <= self.max_length <= 131072, "must be in 8..131072"),
+            ("warmup_steps", self.warmup_steps >= 0, "must be >= 0"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("max_grad_norm", self.max_grad_norm >= 0, "must be >= 0"),
+            ("save_every", self.save_every >= 0, "must be >= 0"),
+            ("lora_r", 1 <= self.lora_r <= 1024, "must be in 1..1024"),
+            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
+            ("flat_lora_sigma", 0 <= self.flat_lora_sigma <= 1, "must be in [0, 1]"),
+            (
+                "flat_lora_schedule",
+                self.flat_lora_schedule in ("cosine", "constant"),
+                "must be cosine or constant",
+            ),
+            ("beta", self.beta > 0, "must be > 0"),
+            ("bmc_delta", self.bmc_delta >= 0, "must be >= 0"),
+            (
+                "bmc_confidence",
+                self.bmc_confidence in ("policy", "reference"),
+                "must be policy or reference",
+            ),
+            ("nll_alpha", self.nll_alpha >= 0, "must be >= 0"),
+        ]
+        for name, ok, reason in checks:
+            if not ok:
+                raise InvalidInput(f"hyperparameters.{name}", reason)
+
+
+def learning_rate_at(step: int, total: int, config: TrainConfig) -> float:
+    """Linear warmup to learning_rate, then linear decay to 0 at `total` (step is 0-based)."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    remaining = max(total - config.warmup_steps, 1)
+    return config.learning_rate * max(0.0, 1 - (step - config.warmup_steps) / remaining)
+
+
+def batch_indices(n: int, step: int, config: TrainConfig) -> list[int]:
+    """The examples of a step: a seeded permutation per epoch, cut into batches."""
+    per_epoch = math.ceil(n / config.batch_size)
+    epoch, offset = divmod(step, per_epoch)
+    order = np.random.default_rng(config.seed + epoch).permutation(n)
+    return [int(i) for i in order[offset * config.batch_size : (offset + 1) * config.batch_size]]
+
+
+def total_steps(n: int, config: TrainConfig) -> int:
+    return config.max_steps or config.epochs * math.ceil(n / config.batch_size)
+
+
+def load_policy(base: Path, config: TrainConfig) -> Any:
+    """The base model (float32) with a fresh LoRA adapter, adapters the only trainables."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(config.seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise InvalidInput("hyperparameters.target_modules", str(exc)) from exc
+
+
+@dataclass
+class StepResult:
+    step: int
+    loss: float
+    learning_rate: float
+    tokens: int
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def report(self) -> dict[str, float]:
+        return {
+            "loss": self.loss,
+            "lr": self.learning_rate,
+            "tokens_per_s": self.tokens / self.seconds if self.seconds else 0.0,
+            **self.metrics,
+        }
+
+
+class Trainer:
+    """Trains `model` (a PEFT model) on tokenized examples, one deterministic step at a time."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        examples: Sequence[SFTExample] | Sequence[PairExample],
+        config: TrainConfig,
+    ) -> None:
+        if not examples:
+            raise InvalidInput("datasets", "no training examples")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.examples = examples
+        self.config = config
+        self.total = total_steps(len(examples), config)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        flat = config.flat_lora
+        self.flat = FlatLoRA(model, flat) if flat else None
+        self.step = 0
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    # -- steps -----------------------------------------------------------------------------
+    def run(self, on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
+        results = []
+        while self.step < self.total:
+            result = self.train_step()
+            results.append(result)
+            if on_step:
+                on_step(result)
+        return results
+
+    def train_step(self) -> StepResult:
+        started = time.perf_counter()
+        step, config = self.step, self.config
+        self.model.train()
+        torch.manual_seed(config.seed * 1_000_003 + step)
+        if self.flat:
+            self.flat.begin_step(step, self.total)
+        lr = learning_rate_at(step, self.total, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch_examples = [self.examples[i] for i in batch_indices(len(self.examples), step, config)]
+        if config.preference:
+            loss, tokens, metrics = self.preference_loss(batch_examples)  # type: ignore[arg-type]
+        else:
+            loss, tokens, metrics = self.sft_loss(batch_examples)  # type: ignore[arg-type]
+        loss.backward()
+        if config.max_grad_norm:
+            trainable = [p for p in self.model.parameters() if p.requires_grad]
+            metrics["grad_norm"] = float(
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return StepResult(step + 1, loss.item(), lr, tokens, time.perf_counter() - started, metrics)
+
+    def sft_loss(self, examples: Sequence[SFTExample]) -> tuple[torch.Tensor, int, dict]:
+        batch = collate_sft(examples, self.pad_id)
+        logps = token_logps(self.model, **batch)
+        targets = batch["completion_mask"][:, 1:].sum()
+        return -logps.sum() / targets.clamp(min=1), int(batch["attention_mask"].sum()), {}
+
+    def preference_loss(self, examples: Sequence[PairExample]) -> tuple[torch.Tensor, int, dict]:
+        config = self.config
+        batch = collate_pairs(examples, self.pad_id)
+        completion = batch["completion_mask"][:, 1:].float()
+        policy = token_logps(self.model, **batch)
+        with torch.no_grad(), self.model.disable_adapter():
+            reference = token_logps(self.model, **batch)
+        weights = completion
+        if config.objective == "bmc_dpo":
+            mask = diff_token_mask(
+                self.tokenizer, examples, batch["input_ids"].shape[1], config.bmc.exclude_stopwords
+            )
+            confidence = policy if config.bmc_confidence == "policy" else reference
+            weights = completion * token_weights(confidence, mask, config.bmc_delta)
+        policy_sums = weighted_logps(policy, weights)
+        reference_sums = weighted_logps(reference, weights)
+        half = len(examples)
+        out = dpo_loss(
+            policy_sums[:half],
+            policy_sums[half:],
+            reference_sums[:half],
+            reference_sums[half:],
+            DPOConfig(config.beta),
+        )
+        loss = out.loss
+        metrics = out.metrics()
+        if config.objective == "rise_dpo" and config.nll_alpha:
+            lengths = completion[:half].sum(-1).clamp(min=1)
+            nll = (-policy[:half].sum(-1) / lengths).mean()
+            loss = loss + config.nll_alpha * nll
+            metrics["nll"] = nll.item()
+        return loss, int(batch["attention_mask"].sum()), metrics

@@ -1,0 +1,284 @@
+"""Trainer end to end: gRPC -> Celery worker -> S3 checkpoints -> inference loads them; a
+killed worker's run resumes from its latest checkpoint and ends where an uninterrupted run
+ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+from google.protobuf import struct_pb2
+
+from kiln.common.v1 import common_pb2
+from kiln.inference.v1 import inference_pb2 as ipb
+from kiln.trainer.v1 import trainer_pb2 as pb
+from services.common.clients import KilnClient
+from services.common.jobs_servicer import ref_to_pb
+from services.common.objectstore import ObjectStore
+from services.common.settings import Settings, get_settings
+from services.trainer.core.checkpoints import list_checkpoints
+from services.trainer.core.runs import run_fingerprint, run_training
+from services.trainer.core.training import TrainConfig
+from tests.integration.test_jobs import wait_for
+
+SFT_ROWS = [
+    {"prompt": f"Count from {i}:", "completion": " ".join(str(i + j) for j in range(40))}
+    for i in range(16)
+]
+PAIRS = [
+    {"prompt": f"What is {i} + {i}?", "chosen": f"{i} + {i} = {2 * i}", "rejected": f"{i + 1}"}
+    for i in range(8)
+]
+
+
+def upload(store: ObjectStore, key: str, rows: list[dict]) -> common_pb2.ObjectRef:
+    data = "\n".join(json.dumps(r) for r in rows).encode()
+    return ref_to_pb(store.put_bytes(key, data, "application/x-ndjson"))
+
+
+def struct(values: dict) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(values)
+    return out
+
+
+def watch(client: KilnClient, job_id: str, timeout: float = 180) -> list[common_pb2.Job]:
+    seen = list(client.jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job_id), timeout=timeout))
+    assert seen[-1].state == common_pb2.JOB_STATE_SUCCEEDED, seen[-1].error
+    return seen
+
+
+def adapter_tensors(store: ObjectStore, prefix: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    return load(store.get_bytes(store.manifest_refs(prefix)["adapter_model.safetensors"]))
+
+
+def generate(client: KilnClient, model: str) -> str:
+    request = ipb.GenerateRequest(
+        request_id=f"g-{model}",
+        model=model,
+        prompt="Count from 3:",
+        sampling=ipb.SamplingParams(max_tokens=8),
+    )
+    return list(client.stub.Generate(request, timeout=60))[-1].complete.text
+
+
+def test_sft_and_dpo_jobs_write_checkpoints_that_inference_loads(
+    grpc_server, worker, kiln_env: Settings, tiny_model: Path
+) -> None:
+    store = ObjectStore(kiln_env)
+    trainer = grpc_server("trainer", kiln_env)
+    inference = grpc_server("inference", kiln_env)
+    worker("trainer")
+    sft_data = upload(store, "datasets/count/1/data.jsonl", SFT_ROWS)
+    pair_data = upload(store, "datasets/pairs/1/data.jsonl", PAIRS)
+    with KilnClient("trainer", target=trainer.target) as client:
+        sft = client.stub.SubmitTraining(
+            pb.TrainingRequest(
+                request_id="sft-1",
+                run_name="count-sft",
+                objective="sft",
+                base_model=str(tiny_model),
+                datasets=[sft_data],
+                hyperparameters=struct(
+                    {
+                        "max_steps": 6,
+                        "batch_size": 4,
+                        "learning_rate": 3e-3,
+                        "save_every": 3,
+                        "merge": True,
+                        "flat_lora_sigma": 0.05,
+                    }
+                ),
+            )
+        )
+        seen = watch(client, sft.id)
+        metrics = [dict(j.progress.metrics) for j in seen if j.progress.metrics]
+        assert {"loss", "lr", "tokens_per_s", "grad_norm"} <= set(metrics[-1])
+        losses = [m["loss"] for m in metrics]
+        assert losses[-1] < losses[0]
+        listed = client.stub.ListCheckpoints(pb.ListCheckpointsRequest(run_name="count-sft"))
+        assert [c.step for c in listed.checkpoints] == [3, 6]
+        assert [c.merged for c in listed.checkpoints] == [False, True]
+        assert listed.checkpoints[-1].prefix == "checkpoints/count-sft/6"
+
+        dpo = client.stub.SubmitTraining(
+            pb.TrainingRequest(
+                request_id="dpo-1",
+                run_name="pairs-dpo",
+                objective="dpo",
+                base_model="checkpoints/count-sft/6/merged",
+                datasets=[pair_data],
+                hyperparameters=struct({"max_steps": 4, "batch_size": 4, "learning_rate": 5e-3}),
+            )
+        )
+        seen = watch(client, dpo.id)
+        final = dict(seen[-1].progress.metrics)
+        assert {"rewards/margin", "rewards/accuracy", "rewards/chosen"} <= set(final)
+        assert final["rewards/margin"] > 0
+        assert seen[-1].summary["total_steps"] == 4
+
+    with KilnClient("inference", target=inference.target) as client:
+        client.stub.LoadModel(ipb.LoadModelRequest(name="base", local_path=str(tiny_model)))
+        client.stub.LoadModel(
+            ipb.LoadModelRequest(name="adapter", checkpoint="checkpoints/count-sft/6")
+        )
+        client.stub.LoadModel(
+            ipb.LoadModelRequest(name="merged", checkpoint="checkpoints/count-sft/6/merged")
+        )
+        client.stub.LoadModel(
+            ipb.LoadModelRequest(name="dpo", checkpoint="checkpoints/pairs-dpo/4")
+        )
+        base, adapter, merged = (generate(client, m) for m in ("base", "adapter", "merged"))
+        assert adapter == merged  # the merged weights are base + the adapter
+        assert adapter != base
+        assert generate(client, "dpo")
+
+
+def test_training_rejects_bad_requests(grpc_server, kiln_env: Settings, tiny_model: Path) -> None:
+    server = grpc_server("trainer", kiln_env)
+    good = {
+        "request_id": "r",
+        "run_name": "ok",
+        "objective": "sft",
+        "base_model": str(tiny_model),
+        "datasets": [common_pb2.ObjectRef(key="datasets/x/1/data.jsonl")],
+    }
+    cases = [
+        ({"run_name": "Bad Name"}, "run_name"),
+        ({"objective": "ppo"}, "objective"),
+        ({"hyperparameters": struct({"lora_r": 0})}, "hyperparameters.lora_r"),
+        ({"hyperparameters": struct({"bogus": 1})}, "hyperparameters.bogus"),
+        ({"datasets": []}, "datasets"),
+        ({"base_model": "checkpoints/none/1"}, "base_model"),
+    ]
+    with KilnClient("trainer", target=server.target) as client:
+        for change, field in cases:
+            with pytest.raises(grpc.RpcError) as err:
+                client.stub.SubmitTraining(pb.TrainingRequest(**{**good, **change}))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            client.stub.PrepareData(
+                pb.PrepareDataRequest(
+                    request_id="p",
+                    method="rise",
+                    model="m",
+                    dataset=common_pb2.ObjectRef(key="d"),
+                    parameters=struct({"samples_per_problem": 0}),
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as err:
+            client.stub.ListCheckpoints(pb.ListCheckpointsRequest(run_name="nothing"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_resumed_run_ends_where_an_uninterrupted_run_ends(
+    kiln_env: Settings, tiny_model: Path
+) -> None:
+    store = ObjectStore(kiln_env)
+    config = TrainConfig.from_hyperparameters(
+        "sft",
+        {
+            "max_steps": 6,
+            "batch_size": 4,
+            "save_every": 2,
+            "learning_rate": 3e-3,
+            "lora_dropout": 0.1,
+            "flat_lora_sigma": 0.1,
+        },
+    )
+    fingerprint = run_fingerprint(config, str(tiny_model), ["d"])
+
+    def train(run: str, crash_at: int | None = None) -> None:
+        def on_step(result, total) -> None:
+            if result.step == crash_at:
+                raise RuntimeError("worker lost")
+
+        run_training(
+            store,
+            run,
+            str(tiny_model),
+            tiny_model,
+            SFT_ROWS,
+            config,
+            fingerprint,
+            kiln_env.effective_cache_dir,
+            on_step,
+        )
+
+    train("straight")
+    with pytest.raises(RuntimeError):
+        train("crashy", crash_at=5)  # after the checkpoint at step 4
+    assert [c.step for c in list_checkpoints(store, "crashy")] == [2, 4]
+    train("crashy")
+    assert [c.step for c in list_checkpoints(store, "crashy")] == [2, 4, 6]
+    straight = adapter_tensors(store, "checkpoints/straight/6")
+    resumed = adapter_tensors(store, "checkpoints/crashy/6")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], atol=1e-6, rtol=1e-5)
+    other = TrainConfig.from_hyperparameters("sft", {"max_steps": 3})
+    from services.common.errors import FailedPrecondition
+
+    with pytest.raises(FailedPrecondition):
+        run_training(
+            store,
+            "crashy",
+            str(tiny_model),
+            tiny_model,
+            SFT_ROWS,
+            other,
+            run_fingerprint(other, str(tiny_model), ["d"]),
+            kiln_env.effective_cache_dir,
+        )
+
+
+@pytest.fixture
+def slow_redelivery(kiln_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("KILN_TASK_TIME_LIMIT_S", "60")
+    monkeypatch.setenv("KILN_VISIBILITY_TIMEOUT_S", "20")
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def test_kill_9_worker_resumes_training_from_the_latest_checkpoint(
+    grpc_server, worker, slow_redelivery: Settings, tiny_model: Path
+) -> None:
+    store = ObjectStore(slow_redelivery)
+    server = grpc_server("trainer", slow_redelivery)
+    first = worker("trainer")
+    data = upload(store, "datasets/count/1/data.jsonl", SFT_ROWS)
+    with KilnClient("trainer", target=server.target) as client:
+        job = client.stub.SubmitTraining(
+            pb.TrainingRequest(
+                request_id="kill-1",
+                run_name="killed",
+                objective="sft",
+                base_model=str(tiny_model),
+                datasets=[data],
+                hyperparameters=struct(
+                    {"max_steps": 300, "batch_size": 8, "save_every": 20, "learning_rate": 1e-3}
+                ),
+            )
+        )
+
+        def step() -> int:
+            return client.jobs.GetJob(common_pb2.GetJobRequest(job_id=job.id)).progress.step
+
+        wait_for(lambda: step() >= 25, 120, "the first checkpoint")
+        os.killpg(os.getpgid(first), signal.SIGKILL)
+        worker("trainer")
+        final = watch(client, job.id, timeout=240)[-1]
+    assert final.attempts == 2
+    assert final.summary["resumed_from_step"] >= 20
+    assert final.summary["resumed_from_step"] % 20 == 0
+    steps = [c.step for c in list_checkpoints(store, "killed")]
+    assert steps == list(range(20, 301, 20))
