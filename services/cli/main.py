@@ -196,10 +196,13 @@ def jobs_watch(job_id: str, service: str = SERVICE_OPTION) -> None:
         for job in client.jobs.WatchJob(
             common_pb2.WatchJobRequest(job_id=job_id), timeout=7 * 24 * 3600
         ):
+            metrics = " ".join(
+                f"{name} {value:.4g}" for name, value in list(job.progress.metrics.items())[:4]
+            )
             bar.update(
                 task,
                 completed=job.progress.fraction,
-                description=f"{job_id[:8]} {job.progress.message}",
+                description=f"{job_id[:8]} {job.progress.message} {metrics}".rstrip(),
             )
             final = job
     if final is not None:
@@ -496,6 +499,121 @@ def probe_run(
     console.print(f"job {job.id}")
     jobs_watch(job.id, "prober")
     console.print(f"report: s3://{ref.bucket}/runs/{job.id}/report.html")
+
+
+# -- trainer ------------------------------------------------------------------------------
+train_app = typer.Typer(
+    help="Train LoRA adapters (SFT, DPO, BMC, RISE) and prepare data (RISE, TATA, BMC).",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+SET_OPTION = typer.Option(None, "--set", help="name=value (JSON value), repeatable")
+
+
+def _parse_sets(values: list[str] | None) -> dict:
+    import json
+
+    parsed = {}
+    for item in values or []:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{item!r} is not name=value")
+        try:
+            parsed[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[name] = raw
+    return parsed
+
+
+def _dataset_ref(value: str):
+    """A local file (uploaded under datasets/cli-<digest>/) or an object-store key."""
+    from services.common.jobs_servicer import ref_to_pb
+    from services.common.objectstore import ObjectStore
+
+    store = ObjectStore()
+    path = Path(value)
+    if path.is_file():
+        digest = uuid.uuid4().hex[:12]
+        return ref_to_pb(store.put_file(f"datasets/cli-{digest}/v1/{path.name}", path))
+    return ref_to_pb(store.stat(value))
+
+
+def _struct(values: dict):
+    from google.protobuf import struct_pb2
+
+    out = struct_pb2.Struct()
+    out.update(values)
+    return out
+
+
+@train_app.command("run")
+def train_run(
+    objective: str = typer.Argument(..., help="sft | dpo | bmc_dpo | rise_dpo"),
+    base: str = typer.Argument(..., help="a model folder or checkpoints/<run>/<step>"),
+    datasets: list[str] = typer.Argument(..., help="JSON Lines files or object-store keys"),
+    run: str = typer.Option(..., "--run", help="run name: checkpoints/<run>/<step>"),
+    sets: list[str] = SET_OPTION,
+) -> None:
+    """Train a LoRA adapter as a job, streaming its metrics; prints the checkpoints."""
+    from kiln.trainer.v1 import trainer_pb2 as pb
+
+    _apply_stack_env()
+    refs = [_dataset_ref(d) for d in datasets]
+    with _client("trainer") as client:
+        job = client.stub.SubmitTraining(
+            pb.TrainingRequest(
+                request_id=uuid.uuid4().hex,
+                run_name=run,
+                objective=objective,
+                base_model=base,
+                datasets=refs,
+                hyperparameters=_struct(_parse_sets(sets)),
+            )
+        )
+    console.print(f"job {job.id}")
+    jobs_watch(job.id, "trainer")
+    train_checkpoints(run)
+
+
+@train_app.command("checkpoints")
+def train_checkpoints(run: str) -> None:
+    """List a run's committed checkpoints."""
+    from kiln.trainer.v1 import trainer_pb2 as pb
+
+    with _client("trainer") as client:
+        reply = client.stub.ListCheckpoints(pb.ListCheckpointsRequest(run_name=run))
+    table = Table("step", "prefix", "objective", "merged")
+    for c in reply.checkpoints:
+        table.add_row(str(c.step), c.prefix, c.objective, "yes" if c.merged else "")
+    console.print(table)
+
+
+@train_app.command("prepare")
+def train_prepare(
+    method: str = typer.Argument(..., help="rise | tata | bmc"),
+    model: str = typer.Argument(..., help="a model loaded on the inference service"),
+    dataset: str = typer.Argument(..., help="a JSON Lines file or an object-store key"),
+    out: str = typer.Option("", "--out", help="output dataset name (default: the method)"),
+    sets: list[str] = SET_OPTION,
+) -> None:
+    """Write RISE pairs, the TATA-selected SFT set or BMC-bridged pairs as a dataset."""
+    from kiln.trainer.v1 import trainer_pb2 as pb
+
+    _apply_stack_env()
+    ref = _dataset_ref(dataset)
+    with _client("trainer") as client:
+        job = client.stub.PrepareData(
+            pb.PrepareDataRequest(
+                request_id=uuid.uuid4().hex,
+                method=method,
+                model=model,
+                dataset=ref,
+                output_name=out,
+                parameters=_struct(_parse_sets(sets)),
+            )
+        )
+    console.print(f"job {job.id}")
+    jobs_watch(job.id, "trainer")
 
 
 # -- models -------------------------------------------------------------------------------

@@ -282,3 +282,90 @@ def test_kill_9_worker_resumes_training_from_the_latest_checkpoint(
     assert final.summary["resumed_from_step"] % 20 == 0
     steps = [c.step for c in list_checkpoints(store, "killed")]
     assert steps == list(range(20, 301, 20))
+
+
+def test_prepare_data_through_inference_and_the_cli(
+    grpc_server, worker, kiln_env: Settings, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RISE, TATA and BMC data jobs call the inference service (the tiny model answers
+    nonsense, so RISE finds no correct sample: the pipeline, not the model, is under test);
+    then `kiln train run` trains on the BMC output."""
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    inference = grpc_server("inference", kiln_env)
+    trainer = grpc_server("trainer", kiln_env)
+    monkeypatch.setenv("KILN_INFERENCE_PORT", str(inference.port))
+    monkeypatch.setenv("KILN_TRAINER_PORT", str(trainer.port))
+    get_settings.cache_clear()
+    worker("trainer")
+    store = ObjectStore(kiln_env)
+    with KilnClient("inference", target=inference.target) as client:
+        client.stub.LoadModel(ipb.LoadModelRequest(name="tiny", local_path=str(tiny_model)))
+    problems = [
+        {
+            "question": f"What is {i} + {i}?",
+            "answer": f"#### {2 * i}",
+            "cot": f"{i} + {i} = {2 * i}\n\\boxed{{{2 * i}}}",
+            "tir": f"```python\nprint({i} + {i})\n```\n```output\n{2 * i}\n```\n\\boxed{{{2 * i}}}",
+        }
+        for i in range(4)
+    ]
+    problems_ref = upload(store, "datasets/math/1/data.jsonl", problems)
+    pairs_ref = upload(store, "datasets/pairs/1/data.jsonl", PAIRS[:4])
+    jobs = {
+        "rise": (problems_ref, {"samples_per_problem": 2, "max_tokens": 8}),
+        "tata": (problems_ref, {"anchors": 2, "max_tokens": 6}),
+        "bmc": (pairs_ref, {"bridge_max_tokens": 8}),
+    }
+    results = {}
+    with KilnClient("trainer", target=trainer.target) as client:
+        for method, (ref, parameters) in jobs.items():
+            job = client.stub.PrepareData(
+                pb.PrepareDataRequest(
+                    request_id=f"prep-{method}",
+                    method=method,
+                    model="tiny",
+                    dataset=ref,
+                    output_name=f"{method}-out",
+                    parameters=struct(parameters),
+                )
+            )
+            final = watch(client, job.id)[-1]
+            prefix = f"datasets/{method}-out/{job.id}"
+            assert store.is_committed(prefix)
+            rows = [json.loads(x) for x in store.get_bytes(f"{prefix}/data.jsonl").splitlines()]
+            results[method] = (rows, store.get_json(f"{prefix}/stats.json"), final)
+    rise_rows, rise_stats, _ = results["rise"]
+    assert rise_stats["samples"] == 8 and rise_stats["problems"] == 4
+    assert len(rise_rows) == rise_stats["full_pairs"] + rise_stats["step_pairs"]
+    tata_rows, tata_stats, _ = results["tata"]
+    assert len(tata_stats["anchors"]) == 2
+    assert len(tata_rows) == tata_stats["kept_cot"] + tata_stats["kept_tir"]
+    assert 4 <= len(tata_rows) <= 8  # every problem keeps CoT, TIR or both
+    bmc_rows, bmc_stats, _ = results["bmc"]
+    assert bmc_stats["pairs"] == 4
+    assert [r["original_chosen"] for r in bmc_rows] == [p["chosen"] for p in PAIRS[:4]][
+        : len(bmc_rows)
+    ]
+
+    bmc_key = f"datasets/bmc-out/{results['bmc'][2].id}/data.jsonl"
+    outcome = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "run",
+            "bmc_dpo",
+            str(tiny_model),
+            bmc_key,
+            "--run",
+            "cli-bmc",
+            "--set",
+            "max_steps=2",
+            "--set",
+            "bmc_delta=2",
+        ],
+    )
+    assert outcome.exit_code == 0, outcome.output
+    assert "checkpoints/cli-bmc/2" in outcome.output

@@ -43,7 +43,6 @@ def prepare(
     backend: Backend,
     tir_backend: Backend | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
-    tir_max_tokens: int = 512,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(output rows, stats). tata needs tir_backend: the same model with tool-integrated
     generation (the inference service's ToolUse)."""
@@ -64,7 +63,7 @@ def prepare(
     if tir_backend is None:
         raise InvalidInput("method", "tata needs tool-integrated generation")
     anchors = tata.select_anchors([r["question"] for r in rows], config)
-    params = SamplingParams(max_tokens=tir_max_tokens, temperature=0.0)
+    params = SamplingParams(max_tokens=config.max_tokens, temperature=0.0)
 
     def solver(engine: Backend) -> tata.Solver:
         return lambda prompts: [c.text for c in engine.generate(list(prompts), params)]

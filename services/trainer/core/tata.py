@@ -47,10 +47,11 @@ class TATAConfig:
     low_quantile: float = 1 / 3
     high_quantile: float = 2 / 3
     seed: int = 0
+    max_tokens: int = 512  # per generated anchor solution
 
     def __post_init__(self) -> None:
-        if self.anchors < 1:
-            raise ValueError("anchors must be >= 1")
+        if self.anchors < 1 or self.max_tokens < 1:
+            raise ValueError("anchors and max_tokens must be >= 1")
         if not 0.0 <= self.low_quantile <= self.high_quantile <= 1.0:
             raise ValueError("need 0 <= low_quantile <= high_quantile <= 1")
 
