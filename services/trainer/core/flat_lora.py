@@ -1,23 +1,22 @@
 """Flat-LoRA: LoRA trained for a flat loss landscape in the full parameter space (Li et al.,
-"Flat-LoRA: Low-Rank Adaptation over a Flat Loss Landscape", Sec. 3).
+"Flat-LoRA: Low-Rank Adaptation over a Flat Loss Landscape").
 
 Each step perturbs every merged LoRA weight W' = W + s * B A  ([out, n]) with random noise
 
-    eps_ij ~ N(0, (sigma_t^2 / n) * ||W'_i,:||^2)                      (Eq. 8, filter-wise)
+    eps_ij ~ N(0, (sigma_t^2 / n) * ||W'_i,:||^2)                      (filter-wise noise)
     sigma_t = sigma * (1 - cos(pi * t / T)) / 2                        (cosine ramp)
 
 and takes the gradient of L(W' + eps) with respect to A and B. The noise is never stored and
-never added to W: a forward hook adds x eps^T to the layer's output, and a custom autograd
-function regenerates eps from (seed, step, layer) in the backward pass. The extra state is one
+never added to W in place: the frozen base linear computes x (W + eps)^T through a custom
+autograd function that forms W + eps inside forward and again, from (seed, step, layer),
+inside backward, so one layer's perturbed weight exists at a time. The extra state is one
 row scale per output row of each adapted layer (O(rows)) plus the seed. Layers whose adapters
 are disabled (the reference forward of DPO through PEFT's `disable_adapter()`) get no noise.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,19 +55,27 @@ def noise(row_scale: torch.Tensor, n_in: int, seed: int, dtype: torch.dtype) -> 
     return (z * row_scale.float().unsqueeze(1)).to(dtype)
 
 
-class _NoiseProduct(torch.autograd.Function):
-    """x eps^T with eps regenerated in backward instead of saved."""
+class _PerturbedLinear(torch.autograd.Function):
+    """x (W + eps)^T for a frozen W, with eps regenerated in backward instead of saved.
+
+    The perturbed weight exists only inside forward and inside backward (one layer at a
+    time); autograd keeps a reference to W, the row scales and the seed.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, row_scale: torch.Tensor, seed: int) -> torch.Tensor:
-        ctx.save_for_backward(row_scale)
-        ctx.seed, ctx.n_in = seed, x.shape[-1]
-        return x @ noise(row_scale, x.shape[-1], seed, x.dtype).T
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, row_scale: torch.Tensor, seed: int
+    ) -> torch.Tensor:
+        ctx.save_for_backward(weight, row_scale)
+        ctx.seed = seed
+        perturbed = weight + noise(row_scale, weight.shape[1], seed, weight.dtype)
+        return x.to(weight.dtype) @ perturbed.T
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (row_scale,) = ctx.saved_tensors
-        return grad_output @ noise(row_scale, ctx.n_in, ctx.seed, grad_output.dtype), None, None
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        weight, row_scale = ctx.saved_tensors
+        perturbed = weight + noise(row_scale, weight.shape[1], ctx.seed, weight.dtype)
+        return grad_output @ perturbed, None, None, None
 
 
 def merged_weight(layer: nn.Module) -> torch.Tensor:
@@ -104,11 +111,11 @@ class FlatLoRA:
             raise ValueError("the model has no LoRA linear layers to perturb")
         self.row_scales: dict[int, torch.Tensor] = {}
         self.step = 0
-        self.active = True
-        self._handles = [
-            module.register_forward_hook(self._hook(index))
-            for index, (_, module) in enumerate(self.layers)
-        ]
+        for index, (_, module) in enumerate(self.layers):
+            if module.base_layer.weight.requires_grad:
+                raise ValueError("Flat-LoRA perturbs frozen base weights; this one is trainable")
+            module.base_layer.forward = self._forward(index, module)
+        self._restore = [module.base_layer for _, module in self.layers]
 
     def seed_for(self, step: int, index: int) -> int:
         return ((self.config.seed * 1_000_003 + step) * 4099 + index) % _SEED_MODULUS
@@ -136,28 +143,24 @@ class FlatLoRA:
             module.base_layer.weight.dtype,
         )
 
-    def _hook(self, index: int) -> Any:
-        def add_noise(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> Any:
+    def _forward(self, index: int, module: nn.Module) -> Any:
+        """The base linear's forward: x (W + eps)^T + b while the adapter is active."""
+        base = module.base_layer
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
             scale = self.row_scales.get(index)
-            if not self.active or module.disable_adapters or scale is None or not scale.any():
-                return output
-            x = inputs[0].to(output.dtype)
-            return output + _NoiseProduct.apply(x, scale, self.seed_for(self.step, index))
+            if module.disable_adapters or scale is None or not scale.any():
+                return nn.functional.linear(x, base.weight, base.bias)
+            out = _PerturbedLinear.apply(x, base.weight, scale, self.seed_for(self.step, index))
+            return out if base.bias is None else out + base.bias
 
-        return add_noise
-
-    @contextlib.contextmanager
-    def suspended(self) -> Iterator[None]:
-        previous, self.active = self.active, False
-        try:
-            yield
-        finally:
-            self.active = previous
+        return forward
 
     def extra_state_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.row_scales.values())
 
     def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        """Gives every base layer its own forward back."""
+        for base in self._restore:
+            del base.forward
+        self._restore.clear()

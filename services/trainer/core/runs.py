@@ -112,6 +112,8 @@ def run_training(
         if on_step:
             on_step(result, trainer.total)
         done = trainer.step >= trainer.total
+        if done and trainer.flat:
+            trainer.flat.remove()  # the saved (and merged) model is plain LoRA
         if done or (config.save_every and trainer.step % config.save_every == 0):
             save(final=done)
     return outcome
