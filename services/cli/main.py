@@ -616,6 +616,47 @@ def train_prepare(
     jobs_watch(job.id, "trainer")
 
 
+# -- judge --------------------------------------------------------------------------------
+judge_app = typer.Typer(help="LLM-as-a-judge tools.", no_args_is_help=True)
+app.add_typer(judge_app, name="judge")
+
+
+@judge_app.command("parse")
+def judge_parse(
+    file: Path = typer.Argument(..., help="a judge output (text), or JSON Lines of {text}"),
+    fmt: str = typer.Option(
+        ..., "--format", help="mtbench | arena_hard | llmbar | json | pointwise"
+    ),
+) -> None:
+    """Read verdicts from judge outputs; unparseable outputs are listed and counted."""
+    import json
+    from collections import Counter
+
+    from services.judge.core.verdicts import PARSERS, parse
+
+    if fmt not in PARSERS:
+        raise typer.BadParameter(
+            f"unknown format; known: {', '.join(PARSERS)}", param_hint="--format"
+        )
+    raw = file.read_text()
+    if file.suffix == ".jsonl":
+        texts = [
+            (row if isinstance(row, str) else row["text"])
+            for row in (json.loads(line) for line in raw.splitlines() if line.strip())
+        ]
+    else:
+        texts = [raw]
+    table = Table("#", "winner", "strength", "score", "matched")
+    counts: Counter[str] = Counter()
+    for i, text in enumerate(texts):
+        verdict = parse(text, fmt)
+        counts[verdict.winner.value] += 1
+        score = "" if verdict.score is None else f"{verdict.score:g}"
+        table.add_row(str(i), verdict.winner.value, str(verdict.strength), score, verdict.matched)
+    console.print(table)
+    console.print(", ".join(f"{name}: {n}" for name, n in sorted(counts.items())))
+
+
 # -- models -------------------------------------------------------------------------------
 @models_app.command("tiny")
 def models_tiny(
