@@ -279,15 +279,18 @@ class ObjectStore:
             self.get_file(ref, target)
         return dest
 
-    def upload_folder(
-        self, prefix: str, folder: Path, meta: dict[str, Any] | None = None
-    ) -> ObjectRef:
-        """Uploads every file under folder to prefix/..., then commits the manifest."""
+    def put_folder(self, prefix: str, folder: Path) -> list[ObjectRef]:
+        """Uploads every file under folder to prefix/... (uncommitted)."""
         prefix = validate_key(prefix.rstrip("/"), "prefix")
         folder = Path(folder)
-        refs = [
+        return [
             self.put_file(f"{prefix}/{p.relative_to(folder).as_posix()}", p)
             for p in sorted(folder.rglob("*"))
             if p.is_file()
         ]
-        return self.commit(prefix, refs, meta)
+
+    def upload_folder(
+        self, prefix: str, folder: Path, meta: dict[str, Any] | None = None
+    ) -> ObjectRef:
+        """Uploads every file under folder to prefix/..., then commits the manifest."""
+        return self.commit(prefix, self.put_folder(prefix, folder), meta)

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from services.common.errors import InvalidInput
-from services.common.objectstore import ObjectRef, ObjectStore
+from services.common.errors import InvalidInput, NotFound
+from services.common.objectstore import MANIFEST, ObjectRef, ObjectStore
 
 _RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -49,12 +49,15 @@ def list_checkpoints(store: ObjectStore, run_name: str) -> list[CheckpointInfo]:
     """The committed checkpoints of a run, by step."""
     found = []
     for sub in store.list_prefixes(f"checkpoints/{validate_run_name(run_name)}/"):
-        step = sub.rstrip("/").rsplit("/", 1)[-1]
-        if not step.isdigit() or not store.is_committed(sub.rstrip("/")):
-            continue
         prefix = sub.rstrip("/")
-        manifest = store.stat(f"{prefix}/MANIFEST.json")
-        meta = store.read_manifest(prefix).get("meta", {})
+        step = prefix.rsplit("/", 1)[-1]
+        if not step.isdigit():
+            continue
+        try:
+            manifest = store.stat(f"{prefix}/{MANIFEST}")
+        except NotFound:  # not committed (yet)
+            continue
+        meta = store.get_json(manifest).get("meta", {})
         found.append(CheckpointInfo(run_name, int(step), prefix, manifest, meta))
     return sorted(found, key=lambda c: c.step)
 
@@ -72,29 +75,19 @@ def save_checkpoint(
     step = int(trainer_state["step"])
     prefix = checkpoint_prefix(run_name, step)
     with tempfile.TemporaryDirectory(prefix="kiln-ckpt-") as tmp:
-        folder = Path(tmp)
-        model.save_pretrained(folder)
-        torch.save(trainer_state["optimizer"], folder / "optimizer.pt")
-        (folder / "trainer_state.json").write_text(
+        adapter, merged = Path(tmp) / "adapter", Path(tmp) / "merged"
+        model.save_pretrained(adapter)
+        torch.save(trainer_state["optimizer"], adapter / "optimizer.pt")
+        (adapter / "trainer_state.json").write_text(
             json.dumps({k: v for k, v in trainer_state.items() if k != "optimizer"}, indent=1)
         )
-        refs = [
-            store.put_file(f"{prefix}/{p.relative_to(folder).as_posix()}", p)
-            for p in sorted(folder.rglob("*"))
-            if p.is_file()
-        ]
+        refs = store.put_folder(prefix, adapter)
         if merge:
-            merged = folder.parent / f"{folder.name}-merged"
             full = model.merge_and_unload(safe_merge=True)
             full.save_pretrained(merged)
             tokenizer.save_pretrained(merged)
-            merged_prefix = f"{prefix}/merged"
-            merged_refs = [
-                store.put_file(f"{merged_prefix}/{p.relative_to(merged).as_posix()}", p)
-                for p in sorted(merged.rglob("*"))
-                if p.is_file()
-            ]
-            store.commit(merged_prefix, merged_refs, {**meta, "merged": True})
+            merged_refs = store.put_folder(f"{prefix}/merged", merged)
+            store.commit(f"{prefix}/merged", merged_refs, {**meta, "merged": True})
             refs += merged_refs
     meta = {**meta, "step": step, "merged_weights": merge}
     manifest = store.commit(prefix, refs, meta)
