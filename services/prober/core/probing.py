@@ -62,12 +62,6 @@ def probe_prefixes(item: ProbeItem, config: ProbeConfig) -> list[str]:
     return [head + "".join(f"\n{s}" for s in steps[:k]) + cue for k in range(len(steps) + 1)]
 
 
-def normalize_answer(text: str) -> str:
-    """A free-form answer in the shared checker's canonical spelling ("42.0" -> "42",
-    "1,000" -> "1000", "0.5" -> "1/2")."""
-    return canonical(text)
-
-
 def probe_batch(
     backend: Backend, items: Sequence[ProbeItem], config: ProbeConfig
 ) -> list[list[ProbeStep]]:
@@ -103,5 +97,5 @@ def probe_batch(
             for k in range(len(prefixes[i])):
                 done = next(completions)
                 probability = math.exp(sum(done.logprobs or [0.0]))
-                results[i].append(ProbeStep(k, normalize_answer(done.text), probability))
+                results[i].append(ProbeStep(k, canonical(done.text), probability))
     return results

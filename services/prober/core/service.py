@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import InvalidInput
+from services.common.math_answers import canonical
 from services.llm.base import Backend, SamplingParams
 from services.prober.core.probing import (
     ProbeConfig,
     ProbeItem,
     letters_for,
-    normalize_answer,
     probe_batch,
     question_head,
 )
@@ -48,7 +48,7 @@ def probe_config(step_mode: str) -> ProbeConfig:
 def gold_of(item: ProbeItem) -> str | None:
     if not item.gold:
         return None
-    return item.gold if item.options else normalize_answer(item.gold)
+    return item.gold if item.options else canonical(item.gold)
 
 
 def probe_items(

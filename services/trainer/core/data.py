@@ -22,6 +22,7 @@ import torch
 from services.common.errors import InvalidInput
 from services.llm.base import Prompt, validate_prompt
 from services.llm.tokens import encode_continuation, encode_prompt
+from services.trainer.core.bmc import diff_masks
 
 
 def read_rows(data: bytes, field: str) -> list[dict[str, Any]]:
@@ -139,8 +140,6 @@ def diff_token_mask(
     tokenizer: Any, examples: Sequence[PairExample], width: int, exclude_stopwords: bool
 ) -> torch.Tensor:
     """BMC's m_t aligned with token_logps [2B, width - 1] of a collate_pairs batch."""
-    from services.trainer.core.bmc import diff_masks
-
     mask = torch.zeros((2 * len(examples), width - 1))
     for i, e in enumerate(examples):
         mask_w, mask_l = diff_masks(tokenizer, e.chosen_ids, e.rejected_ids, exclude_stopwords)

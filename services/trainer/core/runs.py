@@ -106,8 +106,7 @@ def run_training(
         )
         outcome.checkpoints.append(info)
 
-    while trainer.step < trainer.total:
-        result = trainer.train_step()
+    def after_step(result: StepResult) -> None:
         outcome.history.append({"step": result.step, **result.report()})
         if on_step:
             on_step(result, trainer.total)
@@ -116,4 +115,6 @@ def run_training(
             trainer.flat.remove()  # the saved (and merged) model is plain LoRA
         if done or (config.save_every and trainer.step % config.save_every == 0):
             save(final=done)
+
+    trainer.run(after_step)
     return outcome

@@ -205,9 +205,9 @@ class Trainer:
         self.config = config
         self.total = total_steps(len(examples), config)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay
         )
         flat = config.flat_lora
         self.flat = FlatLoRA(model, flat) if flat else None
@@ -248,9 +248,8 @@ class Trainer:
             loss, tokens, metrics = self.sft_loss(batch_examples)  # type: ignore[arg-type]
         loss.backward()
         if config.max_grad_norm:
-            trainable = [p for p in self.model.parameters() if p.requires_grad]
             metrics["grad_norm"] = float(
-                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
             )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -272,11 +271,12 @@ class Trainer:
             reference = token_logps(self.model, **batch)
         weights = completion
         if config.objective == "bmc_dpo":
+            bmc = config.bmc
             mask = diff_token_mask(
-                self.tokenizer, examples, batch["input_ids"].shape[1], config.bmc.exclude_stopwords
+                self.tokenizer, examples, batch["input_ids"].shape[1], bmc.exclude_stopwords
             )
-            confidence = policy if config.bmc_confidence == "policy" else reference
-            weights = completion * token_weights(confidence, mask, config.bmc_delta)
+            confidence = policy if bmc.confidence == "policy" else reference
+            weights = completion * token_weights(confidence, mask, bmc.delta)
         policy_sums = weighted_logps(policy, weights)
         reference_sums = weighted_logps(reference, weights)
         half = len(examples)
