@@ -1,8 +1,9 @@
 """Method configs (frozen dataclasses) from user-supplied JSON objects (a protobuf Struct).
 
 Each value is checked against the type of the field's default (bool, int, float, str, or a
-tuple of strings); an unknown name, a wrong type or a rejected value (the dataclass raises
-ValueError in __post_init__) is an InvalidInput naming `<where>.<name>`.
+tuple: of floats when the default's first element is a float, else of strings); an unknown
+name, a wrong type or a rejected value (the dataclass raises ValueError in __post_init__) is
+an InvalidInput naming `<where>.<name>`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ def _coerce(default: Any, value: Any, where: str) -> Any:
             raise InvalidInput(where, "must be a number")
         return float(value)
     if isinstance(default, tuple):
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        numeric = bool(default) and isinstance(default[0], float)
+        if not isinstance(value, list) or not value:
+            raise InvalidInput(where, "must be a non-empty list")
+        if numeric:
+            return tuple(_coerce(0.0, v, where) for v in value)
+        if not all(isinstance(v, str) for v in value):
             raise InvalidInput(where, "must be a non-empty list of strings")
         return tuple(value)
     if isinstance(default, str):

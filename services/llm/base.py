@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, ResourceExhausted
 
 Message = dict[str, str]  # {"role": system|user|assistant|tool, "content": ...}
 Prompt = str | Sequence[Message]  # raw text, or chat messages the backend templates
@@ -86,13 +86,23 @@ class TokenScores:
 
 @dataclass
 class Usage:
-    """Calls made to the backend, calls answered from the cache, and tokens."""
+    """Calls made to the backend, calls answered from the cache, and tokens; max_calls caps
+    the backend calls (None: no cap)."""
 
     calls: int = 0
     cached_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     by_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+    max_calls: int | None = None
+
+    def reserve(self, calls: int) -> None:
+        """Raises ResourceExhausted before a batch that would take the calls over the cap."""
+        if self.max_calls is not None and self.calls + calls > self.max_calls:
+            raise ResourceExhausted(
+                f"call budget exhausted: {self.calls} backend calls made, {calls} more needed, "
+                f"budget {self.max_calls}"
+            )
 
     def add(
         self, stage: str, calls: int = 0, cached: int = 0, prompt: int = 0, completion: int = 0

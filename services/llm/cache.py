@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from services.llm.base import Backend, Completion, Prompt, SamplingParams, TokenScores, Usage
@@ -94,19 +95,24 @@ class CachingBackend:
                 if hit is not None:
                     results[i] = Completion(**{**hit, "cached": True})
         misses = [i for i, r in enumerate(results) if r is None]
-        if misses:
-            fresh = self.inner.generate([prompts[i] for i in misses], params)
-            for i, completion in zip(misses, fresh, strict=True):
-                results[i] = completion
+        first, owner = _dedupe(misses, keys)
+        if first:
+            self.usage.reserve(len(first))
+            made = dict(
+                zip(first, self.inner.generate([prompts[i] for i in first], params), strict=True)
+            )
+            for i in misses:
+                results[i] = made[i] if owner[i] == i else replace(made[owner[i]], cached=True)
+            for i, completion in made.items():
                 if keys[i] is not None and completion.finish_reason != "abort":
                     self.cache.put(keys[i], {**completion.to_dict(), "cached": False})
         done = [r for r in results if r is not None]
         self.usage.add(
             self.stage,
-            calls=len(misses),
-            cached=len(prompts) - len(misses),
-            prompt=sum(done[i].prompt_tokens for i in misses),
-            completion=sum(len(done[i].token_ids) for i in misses),
+            calls=len(first),
+            cached=len(prompts) - len(first),
+            prompt=sum(done[i].prompt_tokens for i in first),
+            completion=sum(len(done[i].token_ids) for i in first),
         )
         return done
 
@@ -122,19 +128,30 @@ class CachingBackend:
                 if hit is not None:
                     results[i] = TokenScores(**{**hit, "cached": True})
         misses = [i for i, r in enumerate(results) if r is None]
-        if misses:
-            fresh = self.inner.score(
-                [prompts[i] for i in misses], [continuations[i] for i in misses]
-            )
-            for i, scores in zip(misses, fresh, strict=True):
-                results[i] = scores
+        first, owner = _dedupe(misses, keys)
+        if first:
+            self.usage.reserve(len(first))
+            fresh = self.inner.score([prompts[i] for i in first], [continuations[i] for i in first])
+            made = dict(zip(first, fresh, strict=True))
+            for i in misses:
+                results[i] = made[i] if owner[i] == i else replace(made[owner[i]], cached=True)
+            for i, scores in made.items():
                 if keys[i] is not None:
                     self.cache.put(keys[i], {**scores.to_dict(), "cached": False})
         done = [r for r in results if r is not None]
         self.usage.add(
             self.stage,
-            calls=len(misses),
-            cached=len(prompts) - len(misses),
-            prompt=sum(done[i].prompt_tokens + len(done[i].token_ids) for i in misses),
+            calls=len(first),
+            cached=len(prompts) - len(first),
+            prompt=sum(done[i].prompt_tokens + len(done[i].token_ids) for i in first),
         )
         return done
+
+
+def _dedupe(misses: Sequence[int], keys: Sequence[str | None]) -> tuple[list[int], dict[int, int]]:
+    """The misses to send to the backend (the first of each cache key; every unkeyed miss)
+    and, for each miss, the index whose result answers it: identical reproducible calls in
+    one batch cost one backend call."""
+    owner_of_key: dict[str, int] = {}
+    owner = {i: i if keys[i] is None else owner_of_key.setdefault(keys[i], i) for i in misses}
+    return sorted(set(owner.values())), owner
