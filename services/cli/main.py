@@ -175,8 +175,8 @@ def jobs_get(job_id: str, service: str = SERVICE_OPTION) -> None:
 
 
 @jobs_app.command("watch")
-def jobs_watch(job_id: str, service: str = SERVICE_OPTION) -> None:
-    """Follow a job with a progress bar until it ends."""
+def jobs_watch(job_id: str, service: str = SERVICE_OPTION):
+    """Follow a job with a progress bar until it ends; returns its last state."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from kiln.common.v1 import common_pb2
@@ -209,6 +209,7 @@ def jobs_watch(job_id: str, service: str = SERVICE_OPTION) -> None:
         console.print(" ".join(_job_row(final)[2:4]), final.error)
         if final.state != common_pb2.JOB_STATE_SUCCEEDED:
             raise typer.Exit(1)
+    return final
 
 
 @jobs_app.command("cancel")
@@ -655,6 +656,147 @@ def judge_parse(
         table.add_row(str(i), verdict.winner.value, str(verdict.strength), score, verdict.matched)
     console.print(table)
     console.print(", ".join(f"{name}: {n}" for name, n in sorted(counts.items())))
+
+
+def _judge_config(
+    model: str, strategy: str, k: int | None, backend: str, single_order: bool, sets, **extra
+):
+    from kiln.judge.v1 import judge_pb2 as pb
+
+    config = pb.JudgeConfig(
+        model=model,
+        strategy=strategy,
+        backend=backend,
+        single_order=single_order,
+        parameters=_struct(_parse_sets(sets)),
+        **extra,
+    )
+    if k is not None:
+        config.k = k
+    return config
+
+
+JUDGE_MODEL = typer.Option(..., "--model", "-m", help="the judge model (on the inference service)")
+STRATEGY = typer.Option(
+    "vanilla", "--strategy", help="vanilla | majority | criteria | cce | reviseval | cce+reviseval"
+)
+K_OPTION = typer.Option(None, "--k", help="cce: crowd judgments in context; majority: votes")
+BACKEND = typer.Option("remote", "--backend", help="remote | openai | vllm | hf")
+SINGLE_ORDER = typer.Option(False, "--single-order", help="judge (A, B) only")
+
+
+@judge_app.command("pair")
+def judge_pair(
+    instruction: str,
+    response_a: str,
+    response_b: str,
+    model: str = JUDGE_MODEL,
+    strategy: str = STRATEGY,
+    k: int | None = K_OPTION,
+    backend: str = BACKEND,
+    single_order: bool = SINGLE_ORDER,
+    sets: list[str] = SET_OPTION,
+) -> None:
+    """Judge one pair (both orders by default) and print each order's reasoning."""
+    from kiln.judge.v1 import judge_pb2 as pb
+
+    config = _judge_config(model, strategy, k, backend, single_order, sets)
+    with _client("judge") as client:
+        reply = client.stub.Judge(
+            pb.JudgeRequest(
+                request_id=uuid.uuid4().hex,
+                instruction=instruction,
+                response_a=response_a,
+                response_b=response_b,
+                config=config,
+            ),
+            timeout=3600,
+        )
+    orders = [("(A, B)", reply.forward)]
+    if reply.HasField("swapped"):
+        orders.append(("(B, A)", reply.swapped))
+    for name, order in orders:
+        console.rule(f"{name}: {order.winner}")
+        console.print(order.text)
+    u = reply.usage
+    console.print(
+        f"verdict: [bold]{reply.verdict}[/bold]  calls {u.calls} (cached {u.cached_calls}), "
+        f"tokens {u.prompt_tokens} in / {u.completion_tokens} out"
+    )
+
+
+@judge_app.command("eval")
+def judge_eval(
+    dataset: str = typer.Argument(..., help="a pair dataset file or an object-store key"),
+    model: str = JUDGE_MODEL,
+    strategy: str = STRATEGY,
+    k: int | None = K_OPTION,
+    backend: str = BACKEND,
+    single_order: bool = SINGLE_ORDER,
+    limit: int = typer.Option(0, help="the first N items (0: all)"),
+    max_calls: int = typer.Option(0, "--max-calls", help="backend-call budget (0: none)"),
+    distill: bool = typer.Option(False, help="also export the judgments as an SFT set"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the planned calls only"),
+    sets: list[str] = SET_OPTION,
+) -> None:
+    """Evaluate a judge on a labeled pair dataset as a job; prints the reliability report."""
+    import json
+
+    from kiln.judge.v1 import judge_pb2 as pb
+
+    _apply_stack_env()
+    config = _judge_config(model, strategy, k, backend, single_order, sets, max_calls=max_calls)
+    request = pb.EvaluationRequest(
+        request_id=uuid.uuid4().hex,
+        dataset=_dataset_ref(dataset),
+        config=config,
+        limit=limit,
+        distill=distill,
+    )
+    with _client("judge") as client:
+        if dry_run:
+            estimate = client.stub.EstimateEvaluation(request)
+            table = Table("stage", "calls")
+            for stage, calls in sorted(estimate.calls_by_stage.items()):
+                table.add_row(stage, f"{calls:.0f}")
+            table.add_row("total", str(estimate.calls))
+            console.print(table)
+            budget = "within" if estimate.within_budget else "OVER"
+            console.print(f"{estimate.items} items; {budget} the budget")
+            return
+        job = client.stub.SubmitEvaluation(request)
+    console.print(f"job {job.id}")
+    final = jobs_watch(job.id, "judge")
+    if final is not None:
+        from google.protobuf import json_format
+
+        console.print_json(json.dumps(json_format.MessageToDict(final.summary)))
+
+
+@judge_app.command("crowd")
+def judge_crowd(
+    prompts: str = typer.Argument(..., help='JSON Lines of {"prompt"}: a file or object key'),
+    policies: list[str] = typer.Option(..., "--policy", help="a policy model, repeatable"),
+    model: str = JUDGE_MODEL,
+    k: int | None = K_OPTION,
+    out: str = typer.Option("crowd-sampling", "--out", help="output dataset name"),
+    sets: list[str] = SET_OPTION,
+) -> None:
+    """Crowd rejection sampling: the best policy answer per prompt (by CCE) as an SFT set."""
+    from kiln.judge.v1 import judge_pb2 as pb
+
+    _apply_stack_env()
+    request = pb.CrowdSamplingRequest(
+        request_id=uuid.uuid4().hex,
+        prompts=_dataset_ref(prompts),
+        policies=policies,
+        config=_judge_config(model, "cce", k, "remote", False, sets),
+        dataset_name=out,
+    )
+    with _client("judge") as client:
+        job = client.stub.SubmitCrowdSampling(request)
+    console.print(f"job {job.id}")
+    jobs_watch(job.id, "judge")
 
 
 # -- models -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
 SHA_META = "sha256"  # stored as x-amz-meta-sha256
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9._=+\-]+(/[A-Za-z0-9._=+\-]+)*$")
 _CHUNK = 1024 * 1024
 T = TypeVar("T")
@@ -43,6 +44,15 @@ class ObjectRef:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ObjectRef:
         return cls(str(data["bucket"]), str(data["key"]), str(data["sha256"]), int(data["size"]))
+
+
+def validate_name(name: str, field: str) -> str:
+    """A run or dataset name: one key segment of 1-63 lowercase letters, digits, . _ -."""
+    if not _NAME_RE.match(name):
+        raise InvalidInput(
+            field, "1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter/digit"
+        )
+    return name
 
 
 def validate_key(key: str, field: str = "key") -> str:

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
 
     max_concurrent_generations: int = Field(8, description="inference slots per server")
     models_dir: Path | None = Field(None, description="local folder of named models")
+    openai_base_url: str = Field("", description="OpenAI-compatible endpoint of the openai backend")
+    openai_api_key: str = Field("", description="its API key")
     cache_dir: Path | None = Field(None, description="download cache; default <home>/cache")
 
     def port(self, service: str) -> int:

@@ -15,9 +15,9 @@ from kiln.trainer.v1 import trainer_pb2_grpc
 from services.common.errors import InvalidInput, NotFound
 from services.common.jobs import JobManager
 from services.common.jobs_servicer import job_to_pb, ref_from_pb, ref_to_pb
-from services.common.objectstore import ObjectStore, validate_key
+from services.common.objectstore import ObjectStore, validate_key, validate_name
 from services.common.settings import Settings
-from services.trainer.core.checkpoints import list_checkpoints, validate_run_name
+from services.trainer.core.checkpoints import list_checkpoints
 from services.trainer.core.prepare import prepare_config
 from services.trainer.core.training import TrainConfig
 
@@ -46,7 +46,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         return base_model
 
     async def SubmitTraining(self, request: pb.TrainingRequest, context: Any) -> Any:
-        run_name = validate_run_name(request.run_name)
+        run_name = validate_name(request.run_name, "run_name")
         config = TrainConfig.from_hyperparameters(
             request.objective, json_format.MessageToDict(request.hyperparameters)
         )
@@ -72,7 +72,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
             raise InvalidInput("model", "name a model loaded on the inference service")
         if not request.dataset.key:
             raise InvalidInput("dataset", "an ObjectRef to a JSON Lines dataset is required")
-        output_name = validate_run_name(request.output_name or request.method, "output_name")
+        output_name = validate_name(request.output_name or request.method, "output_name")
         payload = {
             "method": request.method,
             "model": request.model,

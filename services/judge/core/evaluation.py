@@ -131,13 +131,13 @@ def evaluate(
     both_orders: bool = True,
     rule: str = "net_vote",
     batch_size: int = 32,
-    on_batch: Callable[[int, int], None] | None = None,
+    on_batch: Callable[[list[ItemResult]], None] | None = None,
 ) -> list[ItemResult]:
-    """judge_items over batches of items (each batch is one strategy call), reporting
-    progress after each."""
+    """judge_items over batches of items (each batch is one strategy call); on_batch gets
+    the results so far after each."""
     results: list[ItemResult] = []
     for start in range(0, len(items), batch_size):
         results += judge_items(strategy, items[start : start + batch_size], both_orders, rule)
         if on_batch is not None:
-            on_batch(len(results), len(items))
+            on_batch(results)
     return results

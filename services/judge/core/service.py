@@ -25,6 +25,7 @@ from services.llm.base import Backend, Usage
 from services.llm.cache import ResponseCache
 
 STRATEGIES = ("vanilla", "majority", "criteria", "cce", "reviseval", "cce+reviseval")
+BACKENDS = ("remote", "openai", "vllm", "hf")
 MAX_TEXT_CHARS = 200_000
 
 
@@ -35,6 +36,7 @@ class JudgeSpec:
 
     strategy: str = "vanilla"
     model: str = ""
+    backend: str = "remote"
     k: int | None = None  # cce: crowd judgments kept; majority: votes; None: the default
     both_orders: bool = True
     combine: str = "net_vote"
@@ -49,6 +51,8 @@ class JudgeSpec:
             raise InvalidInput("config.strategy", f"must be one of {', '.join(STRATEGIES)}")
         if not self.model:
             raise InvalidInput("config.model", "name the judge model")
+        if self.backend not in BACKENDS:
+            raise InvalidInput("config.backend", f"must be one of {', '.join(BACKENDS)}")
         if self.combine not in COMBINE_RULES:
             raise InvalidInput("config.combine", f"must be one of {', '.join(COMBINE_RULES)}")
         if self.verdict_format not in PAIRWISE_FORMATS:

@@ -10,7 +10,6 @@ loads checkpoints/<run>/<step> (adapter + base) or checkpoints/<run>/<step>/merg
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +17,8 @@ from typing import Any
 
 import torch
 
-from services.common.errors import InvalidInput, NotFound
-from services.common.objectstore import MANIFEST, ObjectRef, ObjectStore
-
-_RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-
-
-def validate_run_name(run_name: str, field: str = "run_name") -> str:
-    if not _RUN_NAME.match(run_name):
-        raise InvalidInput(
-            field, "1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter/digit"
-        )
-    return run_name
+from services.common.errors import NotFound
+from services.common.objectstore import MANIFEST, ObjectRef, ObjectStore, validate_name
 
 
 def checkpoint_prefix(run_name: str, step: int) -> str:
@@ -48,7 +37,7 @@ class CheckpointInfo:
 def list_checkpoints(store: ObjectStore, run_name: str) -> list[CheckpointInfo]:
     """The committed checkpoints of a run, by step."""
     found = []
-    for sub in store.list_prefixes(f"checkpoints/{validate_run_name(run_name)}/"):
+    for sub in store.list_prefixes(f"checkpoints/{validate_name(run_name, 'run_name')}/"):
         prefix = sub.rstrip("/")
         step = prefix.rsplit("/", 1)[-1]
         if not step.isdigit():

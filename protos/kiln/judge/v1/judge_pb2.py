@@ -22,26 +22,31 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from kiln.common.v1 import common_pb2 as kiln_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kiln/judge/v1/judge.proto\x12\rkiln.judge.v1\x1a\x1bkiln/common/v1/common.proto\"p\n\x0bJudgeConfig\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12\x13\n\x0b\x62oth_orders\x18\x05 \x01(\x08\x12\x0f\n\x07\x63ombine\x18\x06 \x01(\t\"\x8b\x01\n\x0cJudgeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x12\n\nresponse_a\x18\x03 \x01(\t\x12\x12\n\nresponse_b\x18\x04 \x01(\t\x12*\n\x06\x63onfig\x18\x05 \x01(\x0b\x32\x1a.kiln.judge.v1.JudgeConfig\"]\n\rJudgeResponse\x12\x0f\n\x07verdict\x18\x01 \x01(\t\x12\x15\n\rraw_judgments\x18\x02 \x03(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.kiln.common.v1.Usage\"\x8f\x01\n\x11\x45valuationRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12*\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1a.kiln.judge.v1.JudgeConfig\"\xaa\x01\n\x14\x43rowdSamplingRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x07prompts\x18\x02 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\x10\n\x08policies\x18\x03 \x03(\t\x12*\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1a.kiln.judge.v1.JudgeConfig\x12\x14\n\x0c\x64\x61taset_name\x18\x05 \x01(\t2\xe7\x01\n\x05Judge\x12\x42\n\x05Judge\x12\x1b.kiln.judge.v1.JudgeRequest\x1a\x1c.kiln.judge.v1.JudgeResponse\x12I\n\x10SubmitEvaluation\x12 .kiln.judge.v1.EvaluationRequest\x1a\x13.kiln.common.v1.Job\x12O\n\x13SubmitCrowdSampling\x12#.kiln.judge.v1.CrowdSamplingRequest\x1a\x13.kiln.common.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kiln/judge/v1/judge.proto\x12\rkiln.judge.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bkiln/common/v1/common.proto\"\xf6\x01\n\x0bJudgeConfig\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0e\n\x01k\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x14\n\x0csingle_order\x18\x05 \x01(\x08\x12\x0f\n\x07\x63ombine\x18\x06 \x01(\t\x12\x16\n\x0everdict_format\x18\x07 \x01(\t\x12\x12\n\nmax_tokens\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x11\n\tmax_calls\x18\n \x01(\x03\x12+\n\nparameters\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructB\x04\n\x02_k\"\x8b\x01\n\x0cJudgeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x12\n\nresponse_a\x18\x03 \x01(\t\x12\x12\n\nresponse_b\x18\x04 \x01(\t\x12*\n\x06\x63onfig\x18\x05 \x01(\x0b\x32\x1a.kiln.judge.v1.JudgeConfig\"W\n\rOrderJudgment\x12\x0e\n\x06winner\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xd5\x01\n\rJudgeResponse\x12\x0f\n\x07verdict\x18\x01 \x01(\t\x12-\n\x07\x66orward\x18\x02 \x01(\x0b\x32\x1c.kiln.judge.v1.OrderJudgment\x12-\n\x07swapped\x18\x03 \x01(\x0b\x32\x1c.kiln.judge.v1.OrderJudgment\x12$\n\x05usage\x18\x04 \x01(\x0b\x32\x15.kiln.common.v1.Usage\x12/\n\x0eusage_by_stage\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xb3\x01\n\x11\x45valuationRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12*\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1a.kiln.judge.v1.JudgeConfig\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x0f\n\x07\x64istill\x18\x05 \x01(\x08\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\"z\n\x12\x45valuationEstimate\x12\r\n\x05items\x18\x01 \x01(\x03\x12\r\n\x05\x63\x61lls\x18\x02 \x01(\x03\x12/\n\x0e\x63\x61lls_by_stage\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rwithin_budget\x18\x04 \x01(\x08\"\xd3\x01\n\x14\x43rowdSamplingRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x07prompts\x18\x02 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\x10\n\x08policies\x18\x03 \x03(\t\x12*\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1a.kiln.judge.v1.JudgeConfig\x12\x14\n\x0c\x64\x61taset_name\x18\x05 \x01(\t\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12\x13\n\x0btemperature\x18\x07 \x01(\x02\x32\xc2\x02\n\x05Judge\x12\x42\n\x05Judge\x12\x1b.kiln.judge.v1.JudgeRequest\x1a\x1c.kiln.judge.v1.JudgeResponse\x12Y\n\x12\x45stimateEvaluation\x12 .kiln.judge.v1.EvaluationRequest\x1a!.kiln.judge.v1.EvaluationEstimate\x12I\n\x10SubmitEvaluation\x12 .kiln.judge.v1.EvaluationRequest\x1a\x13.kiln.common.v1.Job\x12O\n\x13SubmitCrowdSampling\x12#.kiln.judge.v1.CrowdSamplingRequest\x1a\x13.kiln.common.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kiln.judge.v1.judge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JUDGECONFIG']._serialized_start=73
-  _globals['_JUDGECONFIG']._serialized_end=185
-  _globals['_JUDGEREQUEST']._serialized_start=188
-  _globals['_JUDGEREQUEST']._serialized_end=327
-  _globals['_JUDGERESPONSE']._serialized_start=329
-  _globals['_JUDGERESPONSE']._serialized_end=422
-  _globals['_EVALUATIONREQUEST']._serialized_start=425
-  _globals['_EVALUATIONREQUEST']._serialized_end=568
-  _globals['_CROWDSAMPLINGREQUEST']._serialized_start=571
-  _globals['_CROWDSAMPLINGREQUEST']._serialized_end=741
-  _globals['_JUDGE']._serialized_start=744
-  _globals['_JUDGE']._serialized_end=975
+  _globals['_JUDGECONFIG']._serialized_start=104
+  _globals['_JUDGECONFIG']._serialized_end=350
+  _globals['_JUDGEREQUEST']._serialized_start=353
+  _globals['_JUDGEREQUEST']._serialized_end=492
+  _globals['_ORDERJUDGMENT']._serialized_start=494
+  _globals['_ORDERJUDGMENT']._serialized_end=581
+  _globals['_JUDGERESPONSE']._serialized_start=584
+  _globals['_JUDGERESPONSE']._serialized_end=797
+  _globals['_EVALUATIONREQUEST']._serialized_start=800
+  _globals['_EVALUATIONREQUEST']._serialized_end=979
+  _globals['_EVALUATIONESTIMATE']._serialized_start=981
+  _globals['_EVALUATIONESTIMATE']._serialized_end=1103
+  _globals['_CROWDSAMPLINGREQUEST']._serialized_start=1106
+  _globals['_CROWDSAMPLINGREQUEST']._serialized_end=1317
+  _globals['_JUDGE']._serialized_start=1320
+  _globals['_JUDGE']._serialized_end=1642
 # @@protoc_insertion_point(module_scope)

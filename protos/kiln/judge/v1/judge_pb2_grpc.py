@@ -40,6 +40,11 @@ class JudgeStub:
                 request_serializer=kiln_dot_judge_dot_v1_dot_judge__pb2.JudgeRequest.SerializeToString,
                 response_deserializer=kiln_dot_judge_dot_v1_dot_judge__pb2.JudgeResponse.FromString,
                 _registered_method=True)
+        self.EstimateEvaluation = channel.unary_unary(
+                '/kiln.judge.v1.Judge/EstimateEvaluation',
+                request_serializer=kiln_dot_judge_dot_v1_dot_judge__pb2.EvaluationRequest.SerializeToString,
+                response_deserializer=kiln_dot_judge_dot_v1_dot_judge__pb2.EvaluationEstimate.FromString,
+                _registered_method=True)
         self.SubmitEvaluation = channel.unary_unary(
                 '/kiln.judge.v1.Judge/SubmitEvaluation',
                 request_serializer=kiln_dot_judge_dot_v1_dot_judge__pb2.EvaluationRequest.SerializeToString,
@@ -57,6 +62,13 @@ class JudgeServicer:
 
     def Judge(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EstimateEvaluation(self, request, context):
+        """What an evaluation would cost, without running it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -80,6 +92,11 @@ def add_JudgeServicer_to_server(servicer, server):
                     servicer.Judge,
                     request_deserializer=kiln_dot_judge_dot_v1_dot_judge__pb2.JudgeRequest.FromString,
                     response_serializer=kiln_dot_judge_dot_v1_dot_judge__pb2.JudgeResponse.SerializeToString,
+            ),
+            'EstimateEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateEvaluation,
+                    request_deserializer=kiln_dot_judge_dot_v1_dot_judge__pb2.EvaluationRequest.FromString,
+                    response_serializer=kiln_dot_judge_dot_v1_dot_judge__pb2.EvaluationEstimate.SerializeToString,
             ),
             'SubmitEvaluation': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitEvaluation,
@@ -119,6 +136,33 @@ class Judge:
             '/kiln.judge.v1.Judge/Judge',
             kiln_dot_judge_dot_v1_dot_judge__pb2.JudgeRequest.SerializeToString,
             kiln_dot_judge_dot_v1_dot_judge__pb2.JudgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kiln.judge.v1.Judge/EstimateEvaluation',
+            kiln_dot_judge_dot_v1_dot_judge__pb2.EvaluationRequest.SerializeToString,
+            kiln_dot_judge_dot_v1_dot_judge__pb2.EvaluationEstimate.FromString,
             options,
             channel_credentials,
             insecure,
