@@ -9,6 +9,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from kiln.common.v1 import common_pb2, common_pb2_grpc
 from kiln.judge.v1 import judge_pb2, judge_pb2_grpc
+from kiln.toolsynth.v1 import toolsynth_pb2
 from services.common.clients import SERVICE_NAMES, KilnClient
 from services.common.settings import SERVICES, Settings
 
@@ -64,10 +65,10 @@ def test_invalid_input_becomes_invalid_argument_naming_field(grpc_server, settin
 
 
 def test_unbuilt_rpc_is_unimplemented(grpc_server, settings) -> None:
-    server = grpc_server("judge", settings)
-    with KilnClient("judge", target=server.target, settings=settings) as client:
+    server = grpc_server("toolsynth", settings)
+    with KilnClient("toolsynth", target=server.target, settings=settings) as client:
         with pytest.raises(grpc.RpcError) as err:
-            client.stub.Judge(judge_pb2.JudgeRequest(request_id="x"), timeout=5)
+            client.stub.Verify(toolsynth_pb2.VerifyRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
