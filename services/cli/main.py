@@ -799,6 +799,44 @@ def judge_crowd(
     jobs_watch(job.id, "judge")
 
 
+# -- toolsynth ----------------------------------------------------------------------------
+toolsynth_app = typer.Typer(help="Tool-calling data: grading and synthesis.", no_args_is_help=True)
+app.add_typer(toolsynth_app, name="toolsynth")
+
+
+def _json_rows(path: Path) -> list[dict]:
+    import json
+
+    text = path.read_text()
+    if text.lstrip().startswith("["):
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@toolsynth_app.command("grade")
+def toolsynth_grade(
+    questions: Path = typer.Argument(..., help="BFCL questions (JSON Lines: id, function)"),
+    answers: Path = typer.Argument(..., help="BFCL possible answers (id, ground_truth)"),
+    calls: Path = typer.Option(..., "--calls", help="model results (JSON Lines: id, result)"),
+) -> None:
+    """Grade model calls with BFCL's checker semantics: accuracy and counts per error code."""
+    from services.toolsynth.core.grader import grade_dataset
+
+    result = grade_dataset(_json_rows(questions), _json_rows(answers), _json_rows(calls))
+    table = Table("category", "correct", "graded", "accuracy")
+    for category, (correct, graded) in sorted(result.by_category.items()):
+        table.add_row(category, str(correct), str(graded), f"{correct / graded:.3f}")
+    table.add_row("all", str(result.correct), str(result.graded), f"{result.accuracy:.3f}")
+    console.print(table)
+    if result.errors:
+        errors = Table("error", "count")
+        for code, count in sorted(result.errors.items(), key=lambda kv: -kv[1]):
+            errors.add_row(code, str(count))
+        console.print(errors)
+    if result.missing:
+        console.print(f"{len(result.missing)} questions have no result, e.g. {result.missing[0]}")
+
+
 # -- models -------------------------------------------------------------------------------
 @models_app.command("tiny")
 def models_tiny(

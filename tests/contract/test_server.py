@@ -68,7 +68,7 @@ def test_unbuilt_rpc_is_unimplemented(grpc_server, settings) -> None:
     server = grpc_server("toolsynth", settings)
     with KilnClient("toolsynth", target=server.target, settings=settings) as client:
         with pytest.raises(grpc.RpcError) as err:
-            client.stub.Verify(toolsynth_pb2.VerifyRequest(), timeout=5)
+            client.stub.SubmitSynthesis(toolsynth_pb2.SynthesisRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -33,16 +33,16 @@ class SynthesisRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., dialog_mix: _Optional[_Mapping[str, float]] = ..., tools: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., model: _Optional[str] = ..., dataset_name: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("functions_json", "answer_json", "calls_json", "category")
+    __slots__ = ("functions_json", "answer_json", "calls", "category")
     FUNCTIONS_JSON_FIELD_NUMBER: _ClassVar[int]
     ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
-    CALLS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     functions_json: str
     answer_json: str
-    calls_json: str
+    calls: str
     category: str
-    def __init__(self, functions_json: _Optional[str] = ..., answer_json: _Optional[str] = ..., calls_json: _Optional[str] = ..., category: _Optional[str] = ...) -> None: ...
+    def __init__(self, functions_json: _Optional[str] = ..., answer_json: _Optional[str] = ..., calls: _Optional[str] = ..., category: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
     __slots__ = ("valid", "errors", "detail")
