@@ -56,11 +56,11 @@ def test_minilm_joins_related_tools_only() -> None:
 
 def test_random_walks_are_seeded_and_follow_edges() -> None:
     tools = [tool(f"t{i}", {chr(ord("a") + i // 2): "x"}) for i in range(8)]
-    # pairs (0,1), (2,3), ... share an axis; add a chain by hand
-    graph = ToolGraph.build(tools, axis_embed)
-    for i in range(0, 6, 2):
-        graph.adjacency[i + 1].add(i + 2)
-        graph.adjacency[i + 2].add(i + 1)
+    # pairs (0,1), (2,3), ... share an axis; a chain joins the pairs
+    built = ToolGraph.build(tools, axis_embed)
+    assert built.adjacency == [{1}, {0}, {3}, {2}, {5}, {4}, {7}, {6}]
+    graph = ToolGraph.from_edges(tools, [(i, i + 1) for i in range(7)] + [(3, 0)])
+    assert graph.edges == 8 and graph.neighbors(0) == [1, 3]
     first = graph.sample_tool_sets(20, 4, seed=7)
     assert first == graph.sample_tool_sets(20, 4, seed=7)
     rng = random.Random(1)

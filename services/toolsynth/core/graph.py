@@ -6,7 +6,7 @@ Nodes are tools. Each parameter and each return field is embedded as "Name: Desc
 parameter of j (parameter-parameter), or some return field of i and some parameter of j
 (return-parameter), have cosine similarity above tau (default 0.82). Identical texts are
 embedded once; similarities are computed in row blocks, so memory stays
-O(block x parameters) rather than O(parameters^2).
+O(block x parameters) rather than O(parameters^2), and the graph is kept as CSR arrays.
 """
 
 from __future__ import annotations
@@ -49,13 +49,42 @@ def _owners(per_tool: list[list[str]]) -> tuple[list[str], list[int]]:
 
 
 class ToolGraph:
-    def __init__(self, tools: Sequence[Tool], adjacency: list[set[int]]) -> None:
+    """An undirected graph in CSR form: the neighbors of tool i are
+    indices[indptr[i]:indptr[i + 1]] (int32, sorted), 8 bytes per directed edge."""
+
+    def __init__(self, tools: Sequence[Tool], indptr: torch.Tensor, indices: torch.Tensor) -> None:
         self.tools = list(tools)
-        self.adjacency = adjacency
+        self.indptr = indptr
+        self.indices = indices
+
+    @classmethod
+    def from_keys(cls, tools: Sequence[Tool], keys: torch.Tensor) -> ToolGraph:
+        """keys: unique undirected edges i * n + j with i < j."""
+        n = len(tools)
+        low, high = keys // n, keys % n
+        src, dst = torch.cat([low, high]), torch.cat([high, low])
+        order = torch.argsort(src * n + dst)
+        counts = torch.bincount(src, minlength=n)
+        indptr = torch.zeros(n + 1, dtype=torch.long)
+        indptr[1:] = torch.cumsum(counts, 0)
+        return cls(tools, indptr, dst[order].to(torch.int32))
+
+    @classmethod
+    def from_edges(cls, tools: Sequence[Tool], edges: Sequence[tuple[int, int]]) -> ToolGraph:
+        n = len(tools)
+        keys = {min(i, j) * n + max(i, j) for i, j in edges if i != j}
+        return cls.from_keys(tools, torch.tensor(sorted(keys), dtype=torch.long))
+
+    def neighbors(self, i: int) -> list[int]:
+        return self.indices[self.indptr[i] : self.indptr[i + 1]].tolist()
+
+    @property
+    def adjacency(self) -> list[set[int]]:
+        return [set(self.neighbors(i)) for i in range(len(self.tools))]
 
     @property
     def edges(self) -> int:
-        return sum(len(a) for a in self.adjacency) // 2
+        return len(self.indices) // 2
 
     @classmethod
     def build(
@@ -73,27 +102,29 @@ class ToolGraph:
         vectors = embed(unique) if unique else torch.empty(0, 1)
         p = vectors[[index[t] for t in params]] if params else vectors[:0]
         r = vectors[[index[t] for t in returns]] if returns else vectors[:0]
-        adjacency: list[set[int]] = [set() for _ in tools]
+        n = len(tools)
         p_owner = torch.tensor(param_owner, dtype=torch.long)
+        found: list[torch.Tensor] = []
         for left, left_owner in ((p, param_owner), (r, return_owner)):
             owner = torch.tensor(left_owner, dtype=torch.long)
             for start in range(0, len(left), config.block):
                 sims = left[start : start + config.block] @ p.T  # [block, parameters]
                 rows, cols = (sims > config.tau).nonzero(as_tuple=True)
                 a, b = owner[start + rows], p_owner[cols]
-                for i, j in zip(a.tolist(), b.tolist(), strict=True):
-                    if i != j:
-                        adjacency[i].add(j)
-                        adjacency[j].add(i)
-        return cls(tools, adjacency)
+                keep = a != b
+                a, b = a[keep], b[keep]
+                found.append(torch.unique(torch.minimum(a, b) * n + torch.maximum(a, b)))
+        keys = torch.unique(torch.cat(found)) if found else torch.empty(0, dtype=torch.long)
+        return cls.from_keys(tools, keys)
 
     def random_walk(self, length: int, rng: random.Random) -> list[int]:
         """A walk of up to `length` distinct tools from a random tool with neighbors (or any
         tool, in a graph with no edges), each step to a random unvisited neighbor."""
-        connected = [i for i, a in enumerate(self.adjacency) if a]
+        degree = self.indptr[1:] - self.indptr[:-1]
+        connected = (degree > 0).nonzero().flatten().tolist()
         walk = [rng.choice(connected or range(len(self.tools)))]
         while len(walk) < length:
-            options = sorted(self.adjacency[walk[-1]] - set(walk))
+            options = [j for j in self.neighbors(walk[-1]) if j not in walk]
             if not options:
                 break
             walk.append(rng.choice(options))
