@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -56,7 +56,8 @@ class ResponseCache:
 
 class CachingBackend:
     """A Backend that answers reproducible calls from the cache, sends the misses to the
-    wrapped backend in one batch, and counts calls, cache hits and tokens per stage."""
+    wrapped backend in one batch (identical calls once), and counts calls, cache hits and
+    tokens per stage."""
 
     def __init__(
         self,
@@ -83,67 +84,75 @@ class CachingBackend:
     def render(self, prompt: Prompt) -> str:
         return self.inner.render(prompt)
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
-        results: list[Completion | None] = [None] * len(prompts)
-        keys: list[str | None] = [None] * len(prompts)
-        if self.cache is not None and params.reproducible:
-            for i, prompt in enumerate(prompts):
-                keys[i] = ResponseCache.key(
-                    "generate", self.fingerprint, self.render(prompt), params.to_dict()
-                )
-                hit = self.cache.get(keys[i])
+    def _answer(
+        self,
+        keys: list[str | None],
+        kind: type[Completion] | type[TokenScores],
+        send: Callable[[list[int]], list[Any]],
+        storable: Callable[[Any], bool],
+    ) -> tuple[list[Any], list[int]]:
+        """Results for every key (cache hits; the misses sent once per distinct key, counted
+        against the budget, and stored when storable), and the indices that were sent."""
+        results: list[Any] = [None] * len(keys)
+        if self.cache is not None:
+            for i, key in enumerate(keys):
+                hit = self.cache.get(key) if key is not None else None
                 if hit is not None:
-                    results[i] = Completion(**{**hit, "cached": True})
+                    results[i] = kind(**{**hit, "cached": True})
         misses = [i for i, r in enumerate(results) if r is None]
         first, owner = _dedupe(misses, keys)
         if first:
             self.usage.reserve(len(first))
-            made = dict(
-                zip(first, self.inner.generate([prompts[i] for i in first], params), strict=True)
-            )
+            made = dict(zip(first, send(first), strict=True))
             for i in misses:
                 results[i] = made[i] if owner[i] == i else replace(made[owner[i]], cached=True)
-            for i, completion in made.items():
-                if keys[i] is not None and completion.finish_reason != "abort":
-                    self.cache.put(keys[i], {**completion.to_dict(), "cached": False})
-        done = [r for r in results if r is not None]
+            for i, result in made.items():
+                if keys[i] is not None and storable(result):
+                    self.cache.put(keys[i], {**result.to_dict(), "cached": False})
+        return results, first
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        keys: list[str | None] = [None] * len(prompts)
+        if self.cache is not None and params.reproducible:
+            keys = [
+                ResponseCache.key("generate", self.fingerprint, self.render(p), params.to_dict())
+                for p in prompts
+            ]
+        done, sent = self._answer(
+            keys,
+            Completion,
+            lambda idx: self.inner.generate([prompts[i] for i in idx], params),
+            lambda completion: completion.finish_reason != "abort",
+        )
         self.usage.add(
             self.stage,
-            calls=len(first),
-            cached=len(prompts) - len(first),
-            prompt=sum(done[i].prompt_tokens for i in first),
-            completion=sum(len(done[i].token_ids) for i in first),
+            calls=len(sent),
+            cached=len(prompts) - len(sent),
+            prompt=sum(done[i].prompt_tokens for i in sent),
+            completion=sum(len(done[i].token_ids) for i in sent),
         )
         return done
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
-        results: list[TokenScores | None] = [None] * len(prompts)
         keys: list[str | None] = [None] * len(prompts)
         if self.cache is not None:
-            for i, (prompt, continuation) in enumerate(zip(prompts, continuations, strict=True)):
-                keys[i] = ResponseCache.key(
-                    "score", self.fingerprint, self.render(prompt), continuation
-                )
-                hit = self.cache.get(keys[i])
-                if hit is not None:
-                    results[i] = TokenScores(**{**hit, "cached": True})
-        misses = [i for i, r in enumerate(results) if r is None]
-        first, owner = _dedupe(misses, keys)
-        if first:
-            self.usage.reserve(len(first))
-            fresh = self.inner.score([prompts[i] for i in first], [continuations[i] for i in first])
-            made = dict(zip(first, fresh, strict=True))
-            for i in misses:
-                results[i] = made[i] if owner[i] == i else replace(made[owner[i]], cached=True)
-            for i, scores in made.items():
-                if keys[i] is not None:
-                    self.cache.put(keys[i], {**scores.to_dict(), "cached": False})
-        done = [r for r in results if r is not None]
+            keys = [
+                ResponseCache.key("score", self.fingerprint, self.render(p), c)
+                for p, c in zip(prompts, continuations, strict=True)
+            ]
+        done, sent = self._answer(
+            keys,
+            TokenScores,
+            lambda idx: self.inner.score(
+                [prompts[i] for i in idx], [continuations[i] for i in idx]
+            ),
+            lambda scores: True,
+        )
         self.usage.add(
             self.stage,
-            calls=len(first),
-            cached=len(prompts) - len(first),
-            prompt=sum(done[i].prompt_tokens + len(done[i].token_ids) for i in first),
+            calls=len(sent),
+            cached=len(prompts) - len(sent),
+            prompt=sum(done[i].prompt_tokens + len(done[i].token_ids) for i in sent),
         )
         return done
 
