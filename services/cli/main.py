@@ -539,14 +539,6 @@ def _dataset_ref(value: str):
     return ref_to_pb(store.stat(value))
 
 
-def _struct(values: dict):
-    from google.protobuf import struct_pb2
-
-    out = struct_pb2.Struct()
-    out.update(values)
-    return out
-
-
 @train_app.command("run")
 def train_run(
     objective: str = typer.Argument(..., help="sft | dpo | bmc_dpo | rise_dpo"),
@@ -557,6 +549,7 @@ def train_run(
 ) -> None:
     """Train a LoRA adapter as a job, streaming its metrics; prints the checkpoints."""
     from kiln.trainer.v1 import trainer_pb2 as pb
+    from services.common.jobs_servicer import struct_from_dict
 
     _apply_stack_env()
     refs = [_dataset_ref(d) for d in datasets]
@@ -568,7 +561,7 @@ def train_run(
                 objective=objective,
                 base_model=base,
                 datasets=refs,
-                hyperparameters=_struct(_parse_sets(sets)),
+                hyperparameters=struct_from_dict(_parse_sets(sets)),
             )
         )
     console.print(f"job {job.id}")
@@ -599,6 +592,7 @@ def train_prepare(
 ) -> None:
     """Write RISE pairs, the TATA-selected SFT set or BMC-bridged pairs as a dataset."""
     from kiln.trainer.v1 import trainer_pb2 as pb
+    from services.common.jobs_servicer import struct_from_dict
 
     _apply_stack_env()
     ref = _dataset_ref(dataset)
@@ -610,7 +604,7 @@ def train_prepare(
                 model=model,
                 dataset=ref,
                 output_name=out,
-                parameters=_struct(_parse_sets(sets)),
+                parameters=struct_from_dict(_parse_sets(sets)),
             )
         )
     console.print(f"job {job.id}")
@@ -662,13 +656,14 @@ def _judge_config(
     model: str, strategy: str, k: int | None, backend: str, single_order: bool, sets, **extra
 ):
     from kiln.judge.v1 import judge_pb2 as pb
+    from services.common.jobs_servicer import struct_from_dict
 
     config = pb.JudgeConfig(
         model=model,
         strategy=strategy,
         backend=backend,
         single_order=single_order,
-        parameters=_struct(_parse_sets(sets)),
+        parameters=struct_from_dict(_parse_sets(sets)),
         **extra,
     )
     if k is not None:

@@ -33,7 +33,8 @@ def ref_from_pb(ref: common_pb2.ObjectRef) -> ObjectRef:
     return ObjectRef(ref.bucket, ref.key, ref.sha256, ref.size)
 
 
-def _struct(value: dict) -> struct_pb2.Struct:
+def struct_from_dict(value: dict) -> struct_pb2.Struct:
+    """A JSON-like dict as a protobuf Struct."""
     out = struct_pb2.Struct()
     json_format.ParseDict(value, out)
     return out
@@ -57,10 +58,10 @@ def job_to_pb(record: JobRecord) -> common_pb2.Job:
             message=progress.get("message", ""),
             step=int(progress.get("step", 0)),
             total=int(progress.get("total", 0)),
-            metrics=_struct(progress.get("metrics", {})),
+            metrics=struct_from_dict(progress.get("metrics", {})),
         ),
         outputs=[ref_to_pb(o) for o in record.outputs],
-        summary=_struct(record.summary),
+        summary=struct_from_dict(record.summary),
         error=record.error,
         request_id=record.request_id,
         created_at=_timestamp(record.created_at),

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 from kiln.common.v1 import common_pb2
 from kiln.judge.v1 import judge_pb2 as pb
 from kiln.judge.v1 import judge_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
-from services.common.jobs_servicer import job_to_pb, ref_from_pb
+from services.common.jobs_servicer import job_to_pb, ref_from_pb, struct_from_dict
 from services.common.objectstore import ObjectStore, validate_name
 from services.common.settings import Settings
 from services.judge.core.datasets import PairItem, load_pairs, parse_file
@@ -50,17 +50,11 @@ def spec_from_pb(config: pb.JudgeConfig, default_strategy: str = "vanilla") -> J
     ).validate()
 
 
-def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(values)
-    return out
-
-
 def _order_pb(outcome: Outcome, swapped: bool) -> pb.OrderJudgment:
     return pb.OrderJudgment(
         winner=str(unswap(outcome.winner) if swapped else outcome.winner),
         text=outcome.text,
-        details=_struct(outcome.details),
+        details=struct_from_dict(outcome.details),
     )
 
 
@@ -74,7 +68,7 @@ def judge_response(result: ItemResult, usage: Usage) -> pb.JudgeResponse:
             calls=usage.calls,
             cached_calls=usage.cached_calls,
         ),
-        usage_by_stage=_struct(usage.by_stage),
+        usage_by_stage=struct_from_dict(usage.by_stage),
     )
     if result.swapped is not None:
         response.swapped.CopyFrom(_order_pb(result.swapped, True))
@@ -127,7 +121,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):
         return pb.EvaluationEstimate(
             items=len(items),
             calls=total,
-            calls_by_stage=_struct(planned),
+            calls_by_stage=struct_from_dict(planned),
             within_budget=not spec.max_calls or total <= spec.max_calls,
         )
 
