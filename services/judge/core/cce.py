@@ -207,7 +207,6 @@ class CCEJudge:
         return texts, kept
 
     def judge(self, pairs: Sequence[Pair]) -> list[Outcome]:
-        fmt = self.ctx.settings.verdict_format
         contexts: list[tuple[list[str], list[dict]]] = [([], []) for _ in pairs]
         if self.config.k > 0:
             crowd = self.crowd_responses([p.instruction for p in pairs])
@@ -215,20 +214,10 @@ class CCEJudge:
                 zip(pairs, self.crowd_judgments(pairs, crowd), strict=True)
             ):
                 contexts[i] = self.context(p, first, second)
-        references = self.references.shared(pairs) if self.references else [None] * len(pairs)
-        prompts = [
-            pairwise_prompt(p.instruction, p.first, p.second, fmt, reference=r, crowd_judgments=c)
-            for p, r, (c, _) in zip(pairs, references, contexts, strict=True)
-        ]
-        verdicts = self.ctx.judge("judge", prompts)
-        outcomes = []
-        for prompt, (verdict, text), (_, kept), r in zip(
-            prompts, verdicts, contexts, references, strict=True
-        ):
-            details: dict = {"crowd_kept": kept}
-            if r is not None:
-                details["reference"] = r
-            outcomes.append(Outcome(verdict.winner, text, prompt, details))
+        references = self.references.shared(pairs) if self.references else None
+        outcomes = self.ctx.final(pairs, references, [texts for texts, _ in contexts])
+        for outcome, (_, kept) in zip(outcomes, contexts, strict=True):
+            outcome.details["crowd_kept"] = kept
         return outcomes
 
     def planned_calls(self, pairs: int, instructions: int, orders: int) -> dict[str, int]:

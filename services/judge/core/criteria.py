@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.judge.core.judging import JudgeContext, Outcome, Pair
-from services.judge.core.prompts import pairwise_prompt
 
 DEFAULT_CRITERIA = (
     "Instruction following: does the response do exactly what was asked, within its constraints?",
@@ -38,17 +37,7 @@ class CriteriaJudge:
         self.config = config or CriteriaConfig()
 
     def judge(self, pairs: Sequence[Pair]) -> list[Outcome]:
-        fmt = self.ctx.settings.verdict_format
-        prompts = [
-            pairwise_prompt(p.instruction, p.first, p.second, fmt, criteria=self.config.criteria)
-            for p in pairs
-        ]
-        return [
-            Outcome(verdict.winner, text, prompt)
-            for prompt, (verdict, text) in zip(
-                prompts, self.ctx.judge("judge", prompts), strict=True
-            )
-        ]
+        return self.ctx.final(pairs, criteria=self.config.criteria)
 
     def planned_calls(self, pairs: int, instructions: int, orders: int) -> dict[str, int]:
         return {"judge": pairs * orders}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.judge.core.prompts import PAIRWISE_FORMATS
+from services.judge.core.prompts import PAIRWISE_FORMATS, pairwise_prompt
 from services.judge.core.verdicts import Verdict, Winner, parse
 from services.llm.base import Backend, Message, Prompt, SamplingParams, Usage
 from services.llm.cache import CachingBackend, ResponseCache
@@ -104,6 +104,36 @@ class JudgeContext:
         texts = self.generate(stage, prompts, self.settings.params(**overrides))
         fmt = fmt or self.settings.verdict_format
         return [(parse(text, fmt), text) for text in texts]
+
+    def final(
+        self,
+        pairs: Sequence[Pair],
+        references: Sequence[str] | None = None,
+        crowd_judgments: Sequence[Sequence[str]] | None = None,
+        criteria: Sequence[str] = (),
+    ) -> list[Outcome]:
+        """The final pairwise judgment of each pair (stage `judge`), with the optional blocks
+        of services.judge.core.prompts.pairwise_prompt; a reference is kept in the details."""
+        fmt = self.settings.verdict_format
+        prompts = [
+            pairwise_prompt(
+                p.instruction,
+                p.first,
+                p.second,
+                fmt,
+                reference=references[i] if references is not None else None,
+                crowd_judgments=crowd_judgments[i] if crowd_judgments is not None else (),
+                criteria=criteria,
+            )
+            for i, p in enumerate(pairs)
+        ]
+        outcomes = []
+        for i, (prompt, (verdict, text)) in enumerate(
+            zip(prompts, self.judge("judge", prompts), strict=True)
+        ):
+            details = {"reference": references[i]} if references is not None else {}
+            outcomes.append(Outcome(verdict.winner, text, prompt, details))
+        return outcomes
 
 
 class Strategy(Protocol):

@@ -138,17 +138,7 @@ class RevisEvalJudge:
     def judge(self, pairs: Sequence[Pair]) -> list[Outcome]:
         if self.config.judge_by != "llm":
             return self._by_metric(pairs)
-        fmt = self.ctx.settings.verdict_format
-        references = self.references.shared(pairs)
-        prompts = [
-            pairwise_prompt(p.instruction, p.first, p.second, fmt, reference=r)
-            for p, r in zip(pairs, references, strict=True)
-        ]
-        verdicts = self.ctx.judge("judge", prompts)
-        return [
-            Outcome(v.winner, text, prompt, {"reference": r})
-            for prompt, (v, text), r in zip(prompts, verdicts, references, strict=True)
-        ]
+        return self.ctx.final(pairs, references=self.references.shared(pairs))
 
     def _by_metric(self, pairs: Sequence[Pair]) -> list[Outcome]:
         metric = self.config.judge_by

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.judge.core.judging import JudgeContext, Outcome, Pair
-from services.judge.core.prompts import pairwise_prompt, pointwise_prompt
+from services.judge.core.prompts import pointwise_prompt
 from services.judge.core.verdicts import Winner
 
 MODES = ("pairwise", "pointwise")
@@ -41,14 +41,7 @@ class VanillaJudge:
     def judge(self, pairs: Sequence[Pair]) -> list[Outcome]:
         if self.config.mode == "pointwise":
             return self._pointwise(pairs)
-        fmt = self.ctx.settings.verdict_format
-        prompts = [pairwise_prompt(p.instruction, p.first, p.second, fmt) for p in pairs]
-        return [
-            Outcome(verdict.winner, text, prompt)
-            for prompt, (verdict, text) in zip(
-                prompts, self.ctx.judge("judge", prompts), strict=True
-            )
-        ]
+        return self.ctx.final(pairs)
 
     def _pointwise(self, pairs: Sequence[Pair]) -> list[Outcome]:
         prompts = [
