@@ -43,7 +43,7 @@ class Dialog:
         return {
             "tools": [t.to_dict() for t in self.tools],
             "dialog_type": self.dialog_type,
-            "turns": [_turn_dict(t) for t in self.turns],
+            "turns": [turn_to_dict(t) for t in self.turns],
             "meta": self.meta,
         }
 
@@ -56,7 +56,7 @@ class Dialog:
         ]
 
 
-def _turn_dict(t: Turn) -> dict[str, Any]:
+def turn_to_dict(t: Turn) -> dict[str, Any]:
     out: dict[str, Any] = {"role": t.role, "content": t.content}
     if t.calls:
         out["calls"] = [

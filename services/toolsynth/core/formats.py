@@ -233,19 +233,22 @@ def from_toolace(data: dict[str, Any]) -> Dialog:
         if c["from"] == "tool":
             for r in json.loads(c["value"]):
                 turns.append(Turn("tool", result_text(r["results"]), name=r["name"]))
-        elif c["from"] == "assistant" and _is_call_list(c["value"]):
-            turns.append(Turn("assistant", "", tuple(parse_python_calls(c["value"]))))
+        elif c["from"] == "assistant" and (calls := _call_list(c["value"])):
+            turns.append(Turn("assistant", "", tuple(calls)))
         else:
             turns.append(Turn(c["from"], c["value"]))
     tools = [tool_from_dict(t) for t in json.loads(data["system"])]
     return _restore(Dialog(tools, _link(turns)), data)
 
 
-def _is_call_list(text: str) -> bool:
+def _call_list(text: str) -> list[ToolCall]:
+    """The calls of a bracket-Python call list; empty for any other assistant text."""
+    if not text.strip().startswith("["):
+        return []
     try:
-        return bool(parse_python_calls(text)) and text.strip().startswith("[")
+        return parse_python_calls(text)
     except InvalidInput:
-        return False
+        return []
 
 
 EXPORTERS = {

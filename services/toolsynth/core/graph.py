@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -75,6 +76,11 @@ class ToolGraph:
         keys = {min(i, j) * n + max(i, j) for i, j in edges if i != j}
         return cls.from_keys(tools, torch.tensor(sorted(keys), dtype=torch.long))
 
+    @cached_property
+    def connected(self) -> list[int]:
+        """Tools with at least one neighbor (where walks start)."""
+        return ((self.indptr[1:] - self.indptr[:-1]) > 0).nonzero().flatten().tolist()
+
     def neighbors(self, i: int) -> list[int]:
         return self.indices[self.indptr[i] : self.indptr[i + 1]].tolist()
 
@@ -120,9 +126,7 @@ class ToolGraph:
     def random_walk(self, length: int, rng: random.Random) -> list[int]:
         """A walk of up to `length` distinct tools from a random tool with neighbors (or any
         tool, in a graph with no edges), each step to a random unvisited neighbor."""
-        degree = self.indptr[1:] - self.indptr[:-1]
-        connected = (degree > 0).nonzero().flatten().tolist()
-        walk = [rng.choice(connected or range(len(self.tools)))]
+        walk = [rng.choice(self.connected or range(len(self.tools)))]
         while len(walk) < length:
             options = [j for j in self.neighbors(walk[-1]) if j not in walk]
             if not options:

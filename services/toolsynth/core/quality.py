@@ -21,14 +21,14 @@ from typing import Any
 
 import torch
 
-from services.toolsynth.core.dialogs import Dialog, _turn_dict
+from services.toolsynth.core.dialogs import Dialog, turn_to_dict
 from services.toolsynth.core.tools import Tool
 
 Embed = Callable[[Sequence[str]], torch.Tensor]
 
 
 def dialog_hash(dialog: Dialog) -> str:
-    turns = [_turn_dict(t) for t in dialog.turns]
+    turns = [turn_to_dict(t) for t in dialog.turns]
     blob = json.dumps(turns, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
