@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,7 +164,7 @@ def check_call(doc: dict[str, Any], call: ToolCall, answer: dict[str, Any]) -> G
     return Grade(True)
 
 
-def _doc(functions: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+def _doc(functions: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | None:
     return next((f for f in functions if f.get("name") == name), None)
 
 
@@ -203,7 +204,7 @@ def grade(
 
 
 def answer_as_calls(
-    answers: list[dict[str, Any]], functions: list[dict[str, Any]] = ()
+    answers: list[dict[str, Any]], functions: Sequence[dict[str, Any]] = ()
 ) -> list[ToolCall]:
     """The answer as calls: a parameter the answer lets be left out ("" among its values) is
     left out unless its function doc requires it; others take their first value other than
@@ -211,13 +212,12 @@ def answer_as_calls(
     calls = []
     for answer in answers:
         for name, params in answer.items():
-            required = set(
-                ((_doc(list(functions), name) or {}).get("parameters") or {}).get("required", [])
-            )
+            doc = _doc(functions, name) or {}
+            required = set((doc.get("parameters") or {}).get("required", []))
             arguments = {
-                p: _first(_chosen(options))
+                p: _first(value)
                 for p, options in params.items()
-                if _chosen(options) != "" and ("" not in options or p in required)
+                if (value := _chosen(options)) != "" and ("" not in options or p in required)
             }
             calls.append(ToolCall(name, arguments))
     return calls
