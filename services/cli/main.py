@@ -512,17 +512,26 @@ SET_OPTION = typer.Option(None, "--set", help="name=value (JSON value), repeatab
 
 
 def _parse_sets(values: list[str] | None) -> dict:
+    """name=value pairs (JSON values, else strings); a dotted name nests: agents.k=3 ->
+    {"agents": {"k": 3}}."""
     import json
 
-    parsed = {}
+    parsed: dict = {}
     for item in values or []:
         name, sep, raw = item.partition("=")
         if not sep or not name:
             raise typer.BadParameter(f"{item!r} is not name=value")
         try:
-            parsed[name] = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            parsed[name] = raw
+            value = raw
+        *parents, leaf = name.split(".")
+        node = parsed
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise typer.BadParameter(f"{item!r}: {part} is already a value")
+        node[leaf] = value
     return parsed
 
 
@@ -830,6 +839,76 @@ def toolsynth_grade(
         console.print(errors)
     if result.missing:
         console.print(f"{len(result.missing)} questions have no result, e.g. {result.missing[0]}")
+
+
+@toolsynth_app.command("run")
+def toolsynth_run(
+    count: int = typer.Option(16, help="dialogs to keep"),
+    tools: str = typer.Option(
+        "",
+        help="tools (OpenAI/BFCL JSON or JSON Lines): a file or "
+        "object key; none: a self-evolved API pool",
+    ),
+    model: str = typer.Option("", help="the agents' model (a model loaded on inference)"),
+    mix: list[str] = typer.Option(None, "--mix", help="type=share, e.g. parallel=2"),
+    seed: int = typer.Option(0),
+    backend: str = BACKEND,
+    export_format: str = typer.Option("openai", "--format", help="openai|hermes|sharegpt|toolace"),
+    benchmark_tools: str = typer.Option("", "--benchmark-tools", help="tools to decontaminate"),
+    out: str = typer.Option("toolsynth", "--out", help="output dataset name"),
+    sets: list[str] = SET_OPTION,
+) -> None:
+    """Synthesize verified tool-calling dialogs as a job (ToolACE + ToolFlow); prints the
+    per-stage verification counts and the dataset's key."""
+    import json
+
+    from kiln.toolsynth.v1 import toolsynth_pb2 as pb
+    from services.common.jobs_servicer import struct_from_dict
+
+    _apply_stack_env()
+    shares = {}
+    for item in mix or []:
+        name, _, share = item.partition("=")
+        try:
+            shares[name] = float(share)
+        except ValueError:
+            raise typer.BadParameter(f"--mix {item!r} is not type=share") from None
+    request = pb.SynthesisRequest(
+        request_id=uuid.uuid4().hex,
+        count=count,
+        seed=seed,
+        dialog_mix=shares,
+        model=model,
+        dataset_name=out,
+        parameters=struct_from_dict(_parse_sets(sets)),
+        backend=backend,
+        export_format=export_format,
+    )
+    if tools:
+        request.tools.CopyFrom(_dataset_ref(tools))
+    if benchmark_tools:
+        request.benchmark_tools.CopyFrom(_dataset_ref(benchmark_tools))
+    with _client("toolsynth") as client:
+        job = client.stub.SubmitSynthesis(request)
+    console.print(f"job {job.id}")
+    final = jobs_watch(job.id, "toolsynth")
+    if final is None:
+        return
+    from google.protobuf import json_format
+
+    from services.common.objectstore import ObjectStore
+
+    summary = json_format.MessageToDict(final.summary)
+    prefix = summary["dataset"].rsplit("/", 1)[0]
+    stats = ObjectStore().get_json(f"{prefix}/stats.json")
+    table = Table("stage", "passed", "failed", "errors")
+    for stage in ("generation", "rules", "model"):
+        if stage in stats:
+            s = stats[stage]
+            errors = ", ".join(f"{k} {v}" for k, v in s["errors"].items())
+            table.add_row(stage, str(s["passed"]), str(s["failed"]), errors)
+    console.print(table)
+    console.print_json(json.dumps(summary))
 
 
 # -- models -------------------------------------------------------------------------------

@@ -242,6 +242,26 @@ class ObjectStore:
         return [o.object_name for o in objects if o.is_dir]
 
     # -- manifests -------------------------------------------------------------------------
+    def put_jsonl(self, key: str, rows: Iterable[Any]) -> ObjectRef:
+        data = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode()
+        return self.put_bytes(key, data, "application/x-ndjson")
+
+    def commit_files(
+        self, prefix: str, files: dict[str, Any], meta: dict[str, Any] | None = None
+    ) -> list[ObjectRef]:
+        """Writes prefix/<name> for each file (a list: JSON Lines rows; bytes: as they are;
+        anything else: JSON), then the manifest; returns [manifest, *files]."""
+        refs = []
+        for name, value in files.items():
+            key = f"{prefix}/{name}"
+            if isinstance(value, list):
+                refs.append(self.put_jsonl(key, value))
+            elif isinstance(value, bytes):
+                refs.append(self.put_bytes(key, value))
+            else:
+                refs.append(self.put_json(key, value))
+        return [self.commit(prefix, refs, meta), *refs]
+
     def commit(
         self, prefix: str, files: Iterable[ObjectRef], meta: dict[str, Any] | None = None
     ) -> ObjectRef:

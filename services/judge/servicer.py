@@ -30,8 +30,8 @@ from services.judge.core.service import (
     make_context,
     planned_calls,
 )
-from services.judge.runtime import backend_factory, response_cache
 from services.llm.base import Usage
+from services.llm.runtime import backend_factory, response_cache
 
 
 def spec_from_pb(config: pb.JudgeConfig, default_strategy: str = "vanilla") -> JudgeSpec:

@@ -3,30 +3,17 @@ response cache, so a redelivered job replays the calls it had finished at no cos
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from services.common.canary import register_canary
 from services.common.celery_app import make_celery
 from services.common.errors import InvalidInput
 from services.common.jobs import JobContext, JobResult, job_task
-from services.common.objectstore import ObjectRef, ObjectStore
+from services.common.objectstore import ObjectRef
 from services.common.settings import get_settings
 
 app = make_celery("judge")
 canary = register_canary(app, "judge")
-
-
-def _jsonl(rows: list[dict[str, Any]]) -> bytes:
-    return "\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode()
-
-
-def _dataset(objects: ObjectStore, prefix: str, files: dict[str, bytes], meta: dict) -> list:
-    refs = [
-        objects.put_bytes(f"{prefix}/{name}", data, "application/x-ndjson")
-        for name, data in files.items()
-    ]
-    return [objects.commit(prefix, refs, meta), *refs]
 
 
 @job_task(app, "kiln.judge.evaluate")
@@ -38,7 +25,7 @@ def evaluate(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     from services.judge.core.evaluation import evaluate, report
     from services.judge.core.metrics import accuracy
     from services.judge.core.service import JudgeSpec, build_strategy, make_context
-    from services.judge.runtime import backend_factory, response_cache
+    from services.llm.runtime import backend_factory, response_cache
 
     settings = get_settings()
     spec = JudgeSpec(**payload["spec"]).validate()
@@ -66,21 +53,16 @@ def evaluate(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     )
     summary = report(items, results, judge.usage)
     summary["strategy"] = spec.strategy
-    refs = [
-        ctx.objects.put_bytes(
-            ctx.output_key("judgments.jsonl"),
-            _jsonl([r.record(i, it) for i, (it, r) in enumerate(zip(items, results, strict=True))]),
-            "application/x-ndjson",
-        ),
-        ctx.objects.put_json(ctx.output_key("report.json"), summary),
-    ]
-    outputs = [ctx.objects.commit(ctx.run_prefix, refs, {"kind": "judge-evaluation"}), *refs]
+    records = [r.record(i, it) for i, (it, r) in enumerate(zip(items, results, strict=True))]
+    outputs = ctx.objects.commit_files(
+        ctx.run_prefix,
+        {"judgments.jsonl": records, "report.json": summary},
+        {"kind": "judge-evaluation"},
+    )
     if payload["distill"]:
         rows = distillation_rows(items, results, spec.verdict_format)
         prefix = f"datasets/judge-distill/{ctx.job_id}"
-        outputs += _dataset(
-            ctx.objects, prefix, {"data.jsonl": _jsonl(rows)}, {"kind": "judge-distill"}
-        )
+        outputs += ctx.objects.commit_files(prefix, {"data.jsonl": rows}, {"kind": "judge-distill"})
         summary["distill_rows"] = len(rows)
         summary["distill_dataset"] = f"{prefix}/data.jsonl"
     return JobResult(outputs, summary)
@@ -114,7 +96,7 @@ def crowd_sampling(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
         sft_rows,
     )
     from services.judge.core.service import JudgeSpec, build_strategy, make_context
-    from services.judge.runtime import backend_factory, response_cache
+    from services.llm.runtime import backend_factory, response_cache
 
     settings = get_settings()
     spec = JudgeSpec(**payload["spec"]).validate()
@@ -134,13 +116,12 @@ def crowd_sampling(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     wins = {p: 0 for p in payload["policies"]}
     for s in selections:
         wins[s.policies[s.best]] += 1
-    outputs = _dataset(
-        ctx.objects,
+    outputs = ctx.objects.commit_files(
         prefix,
         {
-            "data.jsonl": _jsonl(sft),
-            "pairs.jsonl": _jsonl(pairs),
-            "selections.jsonl": _jsonl([s.record() for s in selections]),
+            "data.jsonl": sft,
+            "pairs.jsonl": pairs,
+            "selections.jsonl": [s.record() for s in selections],
         },
         {"kind": "crowd-sampling", "rows": len(sft)},
     )

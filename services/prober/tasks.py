@@ -37,33 +37,29 @@ def probe(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
         on_batch=lambda done, total: ctx.report(done, total, f"{done}/{total} items"),
     )
     summary = summarize(trajectories)
-    lines = "\n".join(
-        json.dumps(
-            {
-                "final_answer": t.final_answer,
-                "correct": t.correct,
-                "early_answer": t.early_answer,
-                "mind_changes": t.mind_changes,
-                "change_positions": t.change_positions,
-                "final_confidence": t.final_confidence,
-                "unstable": t.unstable,
-                "steps": [
-                    {
-                        "step": s.step,
-                        "answer": s.answer,
-                        "confidence": s.confidence,
-                        "distribution": s.distribution,
-                    }
-                    for s in t.steps
-                ],
-            }
-        )
+    rows = [
+        {
+            "final_answer": t.final_answer,
+            "correct": t.correct,
+            "early_answer": t.early_answer,
+            "mind_changes": t.mind_changes,
+            "change_positions": t.change_positions,
+            "final_confidence": t.final_confidence,
+            "unstable": t.unstable,
+            "steps": [
+                {
+                    "step": s.step,
+                    "answer": s.answer,
+                    "confidence": s.confidence,
+                    "distribution": s.distribution,
+                }
+                for s in t.steps
+            ],
+        }
         for t in trajectories
-    )
+    ]
     refs = [
-        ctx.objects.put_bytes(
-            ctx.output_key("trajectories.jsonl"), lines.encode(), "application/x-ndjson"
-        ),
+        ctx.objects.put_jsonl(ctx.output_key("trajectories.jsonl"), rows),
         ctx.objects.put_json(ctx.output_key("report.json"), summary),
         ctx.objects.put_bytes(
             ctx.output_key("report.html"),

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from kiln.toolsynth.v1 import toolsynth_pb2 as pb
 from kiln.toolsynth.v1 import toolsynth_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
+from services.common.jobs_servicer import job_to_pb, ref_from_pb
+from services.common.objectstore import validate_name
 from services.common.settings import Settings
 from services.toolsynth.core.grader import CATEGORIES, grade, parse_calls
+from services.toolsynth.core.service import SynthesisSpec
 
 
 def _json_list(text: str, field: str) -> list[Any]:
@@ -27,11 +33,35 @@ def _json_list(text: str, field: str) -> list[Any]:
 
 
 class ToolSynthServicer(toolsynth_pb2_grpc.ToolSynthServicer):
-    """RPCs not overridden here answer UNIMPLEMENTED (the generated base class)."""
-
     def __init__(self, settings: Settings, jobs: JobManager) -> None:
         self.settings = settings
         self.jobs = jobs
+
+    async def SubmitSynthesis(self, request: pb.SynthesisRequest, context: Any) -> Any:
+        spec = SynthesisSpec(
+            count=request.count,
+            seed=request.seed,
+            dialog_mix=dict(request.dialog_mix),
+            model=request.model,
+            backend=request.backend or "remote",
+            export_format=request.export_format or "openai",
+            has_tools=bool(request.tools.key),
+            parameters=json_format.MessageToDict(request.parameters),
+        ).validate()
+        payload = {
+            "spec": dataclasses.asdict(spec),
+            "dataset_name": validate_name(request.dataset_name or "toolsynth", "dataset_name"),
+            "tools": ref_from_pb(request.tools).to_dict() if request.tools.key else None,
+            "benchmark_tools": (
+                ref_from_pb(request.benchmark_tools).to_dict()
+                if request.benchmark_tools.key
+                else None
+            ),
+        }
+        record = await asyncio.to_thread(
+            self.jobs.submit, "synthesize", payload, request.request_id
+        )
+        return job_to_pb(record)
 
     async def Verify(self, request: pb.VerifyRequest, context: Any) -> pb.VerifyResponse:
         if request.category not in CATEGORIES:

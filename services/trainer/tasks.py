@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from services.common.canary import register_canary
@@ -55,10 +54,7 @@ def train(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
         settings.effective_cache_dir,
         on_step,
     )
-    history = "\n".join(json.dumps(h) for h in outcome.history)
-    metrics = ctx.objects.put_bytes(
-        ctx.output_key("metrics.jsonl"), history.encode(), "application/x-ndjson"
-    )
+    metrics = ctx.objects.put_jsonl(ctx.output_key("metrics.jsonl"), outcome.history)
     summary = outcome.summary()
     manifest = ctx.objects.commit(ctx.run_prefix, [metrics], {"kind": "train", **summary})
     return JobResult([manifest, metrics, *(c.manifest for c in outcome.checkpoints)], summary)
@@ -90,17 +86,14 @@ def prepare(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
         on_progress=lambda done, total, message: ctx.report(done, total, message),
     )
     prefix = f"datasets/{payload['output_name']}/{ctx.job_id}"
-    data = "\n".join(json.dumps(r) for r in out).encode()
-    refs = [
-        ctx.objects.put_bytes(f"{prefix}/data.jsonl", data, "application/x-ndjson"),
-        ctx.objects.put_json(f"{prefix}/stats.json", stats),
-    ]
-    manifest = ctx.objects.commit(prefix, refs, {"kind": method, "rows": len(out)})
+    outputs = ctx.objects.commit_files(
+        prefix, {"data.jsonl": out, "stats.json": stats}, {"kind": method, "rows": len(out)}
+    )
     return JobResult(
-        [manifest, *refs],
+        outputs,
         {
             "rows": len(out),
-            "dataset": refs[0].key,
+            "dataset": outputs[1].key,
             **{k: v for k, v in stats.items() if isinstance(v, (int, float))},
         },
     )

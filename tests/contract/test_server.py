@@ -9,7 +9,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from kiln.common.v1 import common_pb2, common_pb2_grpc
 from kiln.judge.v1 import judge_pb2, judge_pb2_grpc
-from kiln.toolsynth.v1 import toolsynth_pb2
+from kiln.toolsynth.v1 import toolsynth_pb2, toolsynth_pb2_grpc
 from services.common.clients import SERVICE_NAMES, KilnClient
 from services.common.settings import SERVICES, Settings
 
@@ -65,7 +65,15 @@ def test_invalid_input_becomes_invalid_argument_naming_field(grpc_server, settin
 
 
 def test_unbuilt_rpc_is_unimplemented(grpc_server, settings) -> None:
-    server = grpc_server("toolsynth", settings)
+    """An RPC a servicer does not override answers UNIMPLEMENTED (the generated base)."""
+
+    def registrar(server, settings, jobs):
+        toolsynth_pb2_grpc.add_ToolSynthServicer_to_server(
+            toolsynth_pb2_grpc.ToolSynthServicer(), server
+        )
+        return [SERVICE_NAMES["toolsynth"]]
+
+    server = grpc_server("toolsynth", settings, registrar)
     with KilnClient("toolsynth", target=server.target, settings=settings) as client:
         with pytest.raises(grpc.RpcError) as err:
             client.stub.SubmitSynthesis(toolsynth_pb2.SynthesisRequest(), timeout=5)

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from kiln.common.v1 import common_pb2 as kiln_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!kiln/toolsynth/v1/toolsynth.proto\x12\x11kiln.toolsynth.v1\x1a\x1bkiln/common/v1/common.proto\"\x8c\x02\n\x10SynthesisRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x46\n\ndialog_mix\x18\x04 \x03(\x0b\x32\x32.kiln.toolsynth.v1.SynthesisRequest.DialogMixEntry\x12(\n\x05tools\x18\x05 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\r\n\x05model\x18\x06 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\x07 \x01(\t\x1a\x30\n\x0e\x44ialogMixEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"]\n\rVerifyRequest\x12\x16\n\x0e\x66unctions_json\x18\x01 \x01(\t\x12\x13\n\x0b\x61nswer_json\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\"?\n\x0eVerifyResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t2\xa7\x01\n\tToolSynth\x12K\n\x0fSubmitSynthesis\x12#.kiln.toolsynth.v1.SynthesisRequest\x1a\x13.kiln.common.v1.Job\x12M\n\x06Verify\x12 .kiln.toolsynth.v1.VerifyRequest\x1a!.kiln.toolsynth.v1.VerifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!kiln/toolsynth/v1/toolsynth.proto\x12\x11kiln.toolsynth.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bkiln/common/v1/common.proto\"\x95\x03\n\x10SynthesisRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x46\n\ndialog_mix\x18\x04 \x03(\x0b\x32\x32.kiln.toolsynth.v1.SynthesisRequest.DialogMixEntry\x12(\n\x05tools\x18\x05 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\r\n\x05model\x18\x06 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\x07 \x01(\t\x12+\n\nparameters\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0f\x62\x65nchmark_tools\x18\t \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\x0f\n\x07\x62\x61\x63kend\x18\n \x01(\t\x12\x15\n\rexport_format\x18\x0b \x01(\t\x1a\x30\n\x0e\x44ialogMixEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"]\n\rVerifyRequest\x12\x16\n\x0e\x66unctions_json\x18\x01 \x01(\t\x12\x13\n\x0b\x61nswer_json\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\"?\n\x0eVerifyResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t2\xa7\x01\n\tToolSynth\x12K\n\x0fSubmitSynthesis\x12#.kiln.toolsynth.v1.SynthesisRequest\x1a\x13.kiln.common.v1.Job\x12M\n\x06Verify\x12 .kiln.toolsynth.v1.VerifyRequest\x1a!.kiln.toolsynth.v1.VerifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SYNTHESISREQUEST_DIALOGMIXENTRY']._loaded_options = None
   _globals['_SYNTHESISREQUEST_DIALOGMIXENTRY']._serialized_options = b'8\001'
-  _globals['_SYNTHESISREQUEST']._serialized_start=86
-  _globals['_SYNTHESISREQUEST']._serialized_end=354
-  _globals['_SYNTHESISREQUEST_DIALOGMIXENTRY']._serialized_start=306
-  _globals['_SYNTHESISREQUEST_DIALOGMIXENTRY']._serialized_end=354
-  _globals['_VERIFYREQUEST']._serialized_start=356
-  _globals['_VERIFYREQUEST']._serialized_end=449
-  _globals['_VERIFYRESPONSE']._serialized_start=451
-  _globals['_VERIFYRESPONSE']._serialized_end=514
-  _globals['_TOOLSYNTH']._serialized_start=517
-  _globals['_TOOLSYNTH']._serialized_end=684
+  _globals['_SYNTHESISREQUEST']._serialized_start=116
+  _globals['_SYNTHESISREQUEST']._serialized_end=521
+  _globals['_SYNTHESISREQUEST_DIALOGMIXENTRY']._serialized_start=473
+  _globals['_SYNTHESISREQUEST_DIALOGMIXENTRY']._serialized_end=521
+  _globals['_VERIFYREQUEST']._serialized_start=523
+  _globals['_VERIFYREQUEST']._serialized_end=616
+  _globals['_VERIFYRESPONSE']._serialized_start=618
+  _globals['_VERIFYRESPONSE']._serialized_end=681
+  _globals['_TOOLSYNTH']._serialized_start=684
+  _globals['_TOOLSYNTH']._serialized_end=851
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from kiln.common.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -8,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SynthesisRequest(_message.Message):
-    __slots__ = ("request_id", "count", "seed", "dialog_mix", "tools", "model", "dataset_name")
+    __slots__ = ("request_id", "count", "seed", "dialog_mix", "tools", "model", "dataset_name", "parameters", "benchmark_tools", "backend", "export_format")
     class DialogMixEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +24,10 @@ class SynthesisRequest(_message.Message):
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    BENCHMARK_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     count: int
     seed: int
@@ -30,7 +35,11 @@ class SynthesisRequest(_message.Message):
     tools: _common_pb2.ObjectRef
     model: str
     dataset_name: str
-    def __init__(self, request_id: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., dialog_mix: _Optional[_Mapping[str, float]] = ..., tools: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., model: _Optional[str] = ..., dataset_name: _Optional[str] = ...) -> None: ...
+    parameters: _struct_pb2.Struct
+    benchmark_tools: _common_pb2.ObjectRef
+    backend: str
+    export_format: str
+    def __init__(self, request_id: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., dialog_mix: _Optional[_Mapping[str, float]] = ..., tools: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., model: _Optional[str] = ..., dataset_name: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., benchmark_tools: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., backend: _Optional[str] = ..., export_format: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("functions_json", "answer_json", "calls", "category")

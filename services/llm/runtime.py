@@ -1,5 +1,6 @@
-"""Process glue of the judge: the backends a JudgeSpec names, and the shared response cache
-(Redis, so that every judge server and worker answers a repeated call for free)."""
+"""Process glue for services that call models: the backend a request names (remote, openai,
+vllm, hf) and the shared response cache (Redis, so that every server and worker answers a
+repeated call for free)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,25 @@ from services.llm.cache import ResponseCache
 
 
 @cache
-def _local_backend(kind: str, source: str) -> Backend:
+def _local_backend(kind: str, source: str, field: str) -> Backend:
     """One local engine per (kind, model source) and process: loading is the expensive part."""
     from services.common.models import resolve_model
     from services.llm.factory import create_backend
 
-    resolved = resolve_model(source, [], "config.model")
+    resolved = resolve_model(source, [], field)
     if resolved.adapters:
         raise InvalidInput(
-            "config.model", "a local judge must be a full model folder (merge adapters first)"
+            field, "a local model must be a full model folder (merge adapters first)"
         )
     return create_backend(kind, str(resolved.base))
 
 
-def backend_factory(settings: Settings, kind: str) -> Callable[[str], Backend]:
+def backend_factory(
+    settings: Settings, kind: str, where: str = "config."
+) -> Callable[[str], Backend]:
     """model name -> Backend: remote (a model loaded on the inference service), openai (the
-    configured endpoint), vllm or hf (a model folder or committed checkpoint on this host)."""
+    configured endpoint), vllm or hf (a model folder or committed checkpoint on this host).
+    Errors name the request's fields as f"{where}model" and f"{where}backend"."""
 
     def create(model: str) -> Backend:
         from services.llm.factory import create_backend
@@ -37,14 +41,14 @@ def backend_factory(settings: Settings, kind: str) -> Callable[[str], Backend]:
             return create_backend("remote", model, target=settings.target("inference"))
         if kind == "openai":
             if not settings.openai_base_url:
-                raise InvalidInput("config.backend", "openai needs KILN_OPENAI_BASE_URL")
+                raise InvalidInput(f"{where}backend", "openai needs KILN_OPENAI_BASE_URL")
             return create_backend(
                 "openai",
                 model,
                 base_url=settings.openai_base_url,
                 api_key=settings.openai_api_key,
             )
-        return _local_backend(kind, model)
+        return _local_backend(kind, model, f"{where}model")
 
     return create
 
