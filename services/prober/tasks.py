@@ -37,7 +37,7 @@ def probe(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
         on_batch=lambda done, total: ctx.report(done, total, f"{done}/{total} items"),
     )
     summary = summarize(trajectories)
-    rows = [
+    records = [
         {
             "final_answer": t.final_answer,
             "correct": t.correct,
@@ -59,7 +59,7 @@ def probe(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
         for t in trajectories
     ]
     refs = [
-        ctx.objects.put_jsonl(ctx.output_key("trajectories.jsonl"), rows),
+        ctx.objects.put_jsonl(ctx.output_key("trajectories.jsonl"), records),
         ctx.objects.put_json(ctx.output_key("report.json"), summary),
         ctx.objects.put_bytes(
             ctx.output_key("report.html"),

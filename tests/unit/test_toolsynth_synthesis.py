@@ -26,80 +26,7 @@ from services.toolsynth.core.plans import dependent_pair, parse_plan, template_p
 from services.toolsynth.core.rules import dialog_errors, observed_type
 from services.toolsynth.core.service import SynthesisSpec, parse_tools
 from services.toolsynth.core.synthesis import SynthesisConfig, quotas, slot_types, synthesize
-from services.toolsynth.core.tools import load_tools
-
-TOOLS = load_tools(
-    [
-        {
-            "name": "find_restaurant",
-            "description": "Find a restaurant in a city by cuisine.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "city": {"type": "string", "description": "City name"},
-                    "cuisine": {"type": "string", "description": "Cuisine type"},
-                },
-                "required": ["city"],
-            },
-            "returns": {
-                "type": "object",
-                "properties": {
-                    "restaurant_id": {"type": "string", "description": "Restaurant identifier"},
-                    "name": {"type": "string", "description": "Restaurant name"},
-                },
-                "required": ["restaurant_id", "name"],
-            },
-        },
-        {
-            "name": "book_table",
-            "description": "Book a table at a restaurant.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "restaurant_id": {"type": "string", "description": "Restaurant identifier"},
-                    "guests": {
-                        "type": "integer",
-                        "description": "Number of guests",
-                        "minimum": 1,
-                        "maximum": 12,
-                    },
-                },
-                "required": ["restaurant_id", "guests"],
-            },
-            "returns": {
-                "type": "object",
-                "properties": {"confirmation": {"type": "string", "description": "Code"}},
-                "required": ["confirmation"],
-            },
-        },
-        {
-            "name": "get_weather",
-            "description": "Get the weather in a city.",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string", "description": "City name"}},
-                "required": ["city"],
-            },
-            "returns": {
-                "type": "object",
-                "properties": {"temperature": {"type": "number", "description": "Celsius"}},
-                "required": ["temperature"],
-            },
-        },
-    ]
-)
-ALL_TYPES = {"single": 1.0, "parallel": 1.0, "dependent": 1.0, "non_tool": 1.0}
-ARGS = {
-    "get_weather": 'city="{city}"',
-    "find_restaurant": 'city="{city}"',
-    "book_table": 'restaurant_id="r-{city}", guests=2',
-}
-RESULTS = {
-    "get_weather": '{"temperature": 21.5}',
-    "find_restaurant": '{"restaurant_id": "r1", "name": "Tasca"}',
-    "book_table": '{"confirmation": "ok-1"}',
-}
-CITIES = ("Lisbon", "Porto", "Faro", "Braga", "Evora", "Coimbra", "Aveiro", "Sintra")
+from tests.toolsynth_fixtures import ALL_TYPES, TOOLS, Player
 
 
 @pytest.fixture(scope="module")
@@ -107,48 +34,6 @@ def embed():
     from services.common.embeddings import default_encoder
 
     return default_encoder().encode
-
-
-class Player:
-    """A scripted LLM that plays kiln's agents and checkers by reading their prompts; the n-th
-    plan names the n-th city, so dialogs differ and a fresh player repeats a run exactly."""
-
-    def __init__(self) -> None:
-        self.plans = 0
-
-    def __call__(self, text: str) -> str:
-        if text.startswith("You are planning"):
-            names = re.findall(r'"name": "(\w+)"', text.split("Write a plan")[0])
-            city = CITIES[self.plans % len(CITIES)]
-            self.plans += 1
-            if "only chit-chat" in text:
-                return f'[{{"kind": "chitchat", "tools": [], "requirement": "talk about {city}"}}]'
-            used = names[:2] if "several independent" in text else names[:1]
-            need = " and ".join(used)
-            return json.dumps(
-                [
-                    {"kind": "chitchat", "tools": [], "requirement": "greet"},
-                    {"kind": "tool", "tools": used, "requirement": f"call {need} for {city}"},
-                ]
-            )
-        if "You are the user" in text:
-            return "Please " + re.search(r"What you want in this turn: (.*)\n", text).group(1)
-        if "You are an assistant that can call functions" in text:
-            last = re.findall(r"<\|(system|user|assistant|tool)\|>", text)[-2]
-            user = text.rsplit("<|user|>", 1)[1]
-            wanted = re.search(r"call (\w+)(?: and (\w+))? for (\w+)", user)
-            if last == "tool" or wanted is None:
-                return "Done, all set."
-            calls = [
-                f"{n}({ARGS[n].format(city=wanted.group(3))})" for n in wanted.groups()[:2] if n
-            ]
-            return "[" + ", ".join(calls) + "]"
-        if text.startswith("You simulate the API"):
-            return RESULTS[re.search(r'"name": "(\w+)"', text).group(1)]
-        for key in ("grounded", "consistent", "fulfilled"):
-            if f'{{"{key}": true}}' in text:
-                return f'{{"{key}": true}}'
-        raise AssertionError(f"unexpected prompt {text[:80]}")
 
 
 def test_quotas_are_largest_remainder() -> None:
@@ -225,8 +110,11 @@ def test_llm_agents_in_lockstep_with_cache_and_checks(embed) -> None:
 
     dialogs, stats, backend = run()
     assert len(dialogs) == 8
-    assert stats["rules"] == {"passed": 8, "failed": 0, "errors": {}}
-    assert stats["model"] == {"passed": 8, "failed": 0, "errors": {}}
+    # a round shares its sampling seeds (so requests batch): two slots with the same tool walk
+    # and type get the same plan, and the duplicate's slot is tried again in round 2
+    assert stats["rules"] == {"passed": 9, "failed": 0, "errors": {}}
+    assert stats["model"] == {"passed": 9, "failed": 0, "errors": {}}
+    assert stats["selection"]["exact_duplicate"] == 1
     assert {d: m["achieved"] for d, m in stats["quality"]["mix"].items()} == {
         "single": 0.5,
         "parallel": 0.25,
@@ -234,12 +122,12 @@ def test_llm_agents_in_lockstep_with_cache_and_checks(embed) -> None:
     }
     for d in dialogs:
         assert not dialog_errors(d) and observed_type(d) == d.dialog_type
-    by_stage = backend.usage.by_stage
-    assert by_stage["plan"]["calls"] == 8 and by_stage["user"]["calls"] == 14
-    # 6 tool dialogs: greeting, call(s), final text = 3 actions; non_tool: 1 action; k = 3
-    # samples each (the same seeds across a batch: identical prompts are sent once)
-    assert by_stage["assistant"]["calls"] + by_stage["assistant"]["cached_calls"] == 3 * 20
-    assert by_stage["tool"]["calls"] == 8  # 4 single calls + 2 parallel dialogs x 2 calls
+    totals = {s: v["calls"] + v["cached_calls"] for s, v in backend.usage.by_stage.items()}
+    # 9 dialogs, 7 with tools: a tool dialog has 2 user turns and 3 assistant actions (the
+    # greeting, the call(s), the final text), a chit-chat one 1 and 1; k = 3 samples per
+    # action; 9 tool calls (5 single, 2 parallel x 2); checks: 7 call turns + 9 tool turns + 9
+    # dialogs
+    assert totals == {"plan": 9, "user": 16, "assistant": 3 * 23, "tool": 9, "verify": 25}
     parallel = next(d for d in dialogs if d.dialog_type == "parallel")
     assert [len(t.calls) for t in parallel.turns if t.calls] == [2]
     assert [t.call_id for t in parallel.turns if t.role == "tool"] == ["call_0", "call_1"]

@@ -168,17 +168,22 @@ def _parse_result(text: str) -> Any:
 
 
 class LLMAgents:
-    """The three agents as LLM prompts (the tool agent can be mock tools instead)."""
+    """The three agents as LLM prompts (the tool agent can be mock tools instead). Sampling
+    seeds derive from sampling_seed, which a synthesis round shares across its dialogs so
+    that their requests batch together (the prompts differ, so the samples do too)."""
 
-    def __init__(self, tools: list[Tool], config: AgentConfig, seed: int) -> None:
+    def __init__(
+        self, tools: list[Tool], config: AgentConfig, seed: int, sampling_seed: int = 0
+    ) -> None:
         self.tools = tools
         self.by_name = {t.name: t for t in tools}
         self.config = config
         self.seed = seed
+        self.sampling_seed = sampling_seed
 
     def _params(self, sample_index: int = 0, temperature: float | None = None) -> SamplingParams:
         temperature = self.config.temperature if temperature is None else temperature
-        seed = derive_seed(self.seed, sample_index) if temperature > 0 else None
+        seed = derive_seed(self.sampling_seed, sample_index) if temperature > 0 else None
         return SamplingParams(self.config.max_tokens, temperature, seed=seed)
 
     def plan(self, dialog_type: str) -> Generator[list[Request], list[str], DialogPlan]:
@@ -255,7 +260,9 @@ class TemplateAgents:
     calls use, the assistant issues the planned calls (for dependent items, the second call
     takes the first call's result field), and answers from the results. Tools are mocks."""
 
-    def __init__(self, tools: list[Tool], config: AgentConfig, seed: int) -> None:
+    def __init__(
+        self, tools: list[Tool], config: AgentConfig, seed: int, sampling_seed: int = 0
+    ) -> None:
         self.tools = tools
         self.by_name = {t.name: t for t in tools}
         self.rng = random.Random(seed)
@@ -324,12 +331,13 @@ class TemplateAgents:
 
 
 def conversation(
-    tools: list[Tool], dialog_type: str, seed: int, config: AgentConfig
+    tools: list[Tool], dialog_type: str, seed: int, config: AgentConfig, sampling_seed: int = 0
 ) -> Conversation:
     """One dialog: plan, then per plan item a user turn and assistant actions (each call
-    answered by the tool agent) until a text answer. Raises Rejected."""
+    answered by the tool agent) until a text answer. Raises Rejected. seed drives the
+    dialog's own choices (templates, mock tools); sampling_seed the LLM's sampling."""
     agents_cls = LLMAgents if config.agents == "llm" else TemplateAgents
-    agents = agents_cls(tools, config, seed)
+    agents = agents_cls(tools, config, seed, sampling_seed)
     plan = yield from agents.plan(dialog_type)
     turns: list[Turn] = []
     for item in plan.items:

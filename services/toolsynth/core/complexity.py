@@ -66,18 +66,25 @@ def model_complexity(dialogs: Sequence[Dialog], backend: Backend) -> list[float]
 def proxy_complexity(
     dialogs: Sequence[Dialog], embed: Embed, weights: Sequence[float] = (1.0, 1.0, 1.0)
 ) -> list[float]:
-    out = []
+    """The proxy per dialog; every distinct text is embedded once, in one call."""
+    asks = []  # (user turns, called tools' texts) per dialog
     for d in dialogs:
+        by_name = {t.name: t for t in d.tools}
         called = sorted({c.name for _, _, c in d.calls()})
+        texts = [f"{n}: {by_name[n].description}" for n in called if n in by_name]
+        queries = [t.content for t in d.turns if t.role == "user"] if texts else []
+        asks.append((called, queries, texts))
+    unique = list(dict.fromkeys(x for _, queries, texts in asks for x in queries + texts))
+    index = {text: i for i, text in enumerate(unique)}
+    vectors = embed(unique) if unique else None
+    w_c, w_u, w_d = weights
+    out = []
+    for d, (called, queries, texts) in zip(dialogs, asks, strict=True):
         dissimilarity = 0.0
-        queries = [t.content for t in d.turns if t.role == "user"]
-        if called and queries:
-            by_name = {t.name: t for t in d.tools}
-            texts = [f"{n}: {by_name[n].description}" for n in called if n in by_name]
-            if texts:
-                sims = embed(queries) @ embed(texts).T  # [user turns, tools called]
-                dissimilarity = 1.0 - float(sims.max())
-        w_c, w_u, w_d = weights
+        if queries and texts:
+            q = vectors[[index[x] for x in queries]]
+            t = vectors[[index[x] for x in texts]]
+            dissimilarity = 1.0 - float((q @ t.T).max())  # [user turns, tools called]
         out.append(w_c * len(d.tools) + w_u * len(called) + w_d * dissimilarity)
     return out
 

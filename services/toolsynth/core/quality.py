@@ -49,7 +49,7 @@ def dedup(
             seen.add(key)
             exact.append(d)
     removed = {"exact": len(dialogs) - len(exact), "near": 0}
-    if embed is None or not exact:
+    if embed is None or not exact or threshold >= 1.0:
         return exact, removed
     vectors = embed([dialog_text(d) for d in exact])
     kept_rows: list[int] = []

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from services.llm.base import Backend
 from services.llm.cache import CachingBackend
 from services.toolsynth.core.agents import (
@@ -85,6 +87,20 @@ def slot_types(mix: dict[str, float], count: int, seed: int) -> list[str]:
     types = [t for t, n in quotas(mix, count).items() for _ in range(n)]
     random.Random(derive_seed(seed, "types")).shuffle(types)
     return types
+
+
+def memoized(embed: Embed) -> Embed:
+    """embed, computing each distinct text once per synthesis (kept dialogs are compared
+    again in every round)."""
+    vectors: dict[str, torch.Tensor] = {}
+
+    def cached(texts: Sequence[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(t for t in texts if t not in vectors))
+        if missing:
+            vectors.update(zip(missing, embed(missing), strict=True))
+        return torch.stack([vectors[t] for t in texts])
+
+    return cached
 
 
 def drive(
@@ -169,6 +185,7 @@ def synthesize(
     """The dataset of `config.count` dialogs (fewer if slots run out of attempts), the tools,
     per-stage stats and the rejected attempts."""
     complexity_config = complexity_config or ComplexityConfig()
+    embed = memoized(embed)
     stats: dict[str, Any] = {}
     if tools:
         invalid = {t.name: check_tool(t) for t in tools if check_tool(t)}
@@ -205,6 +222,7 @@ def synthesize(
                 types[s],
                 sd,
                 agents,
+                derive_seed(config.seed, "round", attempt),
             )
             for s, sd in zip(slots, seeds, strict=True)
         ]
@@ -226,7 +244,7 @@ def synthesize(
             if not generation.record([result] if isinstance(result, str) else []):
                 reject(s, [result])
                 continue
-            errors = dialog_errors(result)
+            errors = dialog_errors(result, check_apis=False)
             if rules.record(errors):
                 candidates.append((s, result))
             else:
