@@ -849,7 +849,7 @@ def toolsynth_run(
         help="tools (OpenAI/BFCL JSON or JSON Lines): a file or "
         "object key; none: a self-evolved API pool",
     ),
-    model: str = typer.Option("", help="the agents' model (a model loaded on inference)"),
+    model: str = typer.Option("", "--model", "-m", help="the agents' model (on inference)"),
     mix: list[str] = typer.Option(None, "--mix", help="type=share, e.g. parallel=2"),
     seed: int = typer.Option(0),
     backend: str = BACKEND,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from services.cli.embedded import free_port, load_stack, pid_alive
 from services.common.settings import SERVICES
+from tests.toolsynth_fixtures import TOOLS
 
 ROOT = Path(__file__).resolve().parents[2]
 KILN = [sys.executable, "-m", "services.cli.main"]
@@ -52,6 +54,17 @@ def test_up_status_snippet_down(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr
         assert "JOB_STATE_SUCCEEDED 100%" in run.stdout
         assert "manifest: runs/" in run.stdout and "models loaded: []" in run.stdout
+
+        tools = tmp_path / "tools.json"
+        tools.write_text(json.dumps([t.to_openai() for t in TOOLS]))
+        synth = kiln(
+            *("toolsynth", "run", "--tools", str(tools), "--count", "4", "--format", "hermes"),
+            *("--set", "agents.agents=template", "--mix", "single=1", "--mix", "parallel=1"),
+            timeout=300,
+        )
+        assert synth.returncode == 0, synth.stdout + synth.stderr
+        assert re.search(r"rules\s+│\s+\d+\s+│", synth.stdout), synth.stdout
+        assert '"dialogs": 4' in synth.stdout and '"calls": 0' in synth.stdout
     finally:
         down = kiln("down")
     assert down.returncode == 0 and "stopped 12 processes" in down.stdout
