@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Sets up kiln on a fresh machine: redis-server (Debian package), a virtual environment in
-# .venv with the CPU build of torch 2.13.0 installed first, then kiln with its dev and vllm
-# extras. Idempotent: a second run only checks.
+# Sets up kiln on a fresh machine: redis-server and docker-compose (Debian packages), a
+# virtual environment in .venv with the CPU build of torch 2.13.0 installed first, then kiln
+# with its dev and vllm extras. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
+# Debian packages: redis-server (the tests' and `kiln up`'s Redis) and docker-compose (v1, to
+# validate the compose files without a Docker engine).
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
+if [ -n "$missing" ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # shellcheck disable=SC2086
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    $missing >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

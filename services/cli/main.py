@@ -104,6 +104,25 @@ def status() -> None:
 
 
 @app.command()
+def health(
+    service: str = typer.Argument(..., help="inference | judge | toolsynth | trainer | prober"),
+    target: str = typer.Option("", help="host:port (default: 127.0.0.1 and the service's port)"),
+    timeout: float = typer.Option(2.0, help="seconds"),
+) -> None:
+    """Exit 0 if the server answers gRPC health SERVING (container healthchecks)."""
+    from services.common.clients import KilnClient
+    from services.common.settings import SERVICES, get_settings
+
+    if service not in SERVICES:
+        raise typer.BadParameter(f"one of {', '.join(SERVICES)}", param_hint="SERVICE")
+    address = target or f"127.0.0.1:{get_settings().port(service)}"
+    with KilnClient(service, target=address) as client:
+        health = client.health_status(timeout)
+    print(f"{service} {address} {health}")
+    raise typer.Exit(0 if health == "SERVING" else 1)
+
+
+@app.command()
 def env() -> None:
     """Print `export KILN_...` lines for the running embedded stack (eval "$(kiln env)")."""
     from services.cli.embedded import load_stack

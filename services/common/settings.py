@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     s3_retries: int = Field(4, description="attempts per object-store call before UNAVAILABLE")
 
     grpc_host: str = Field("127.0.0.1", description="address servers bind and clients dial")
+    bind_host: str = Field("", description="address servers bind; empty: grpc_host")
+    inference_host: str = Field("", description="host clients dial for inference; empty: grpc_host")
+    judge_host: str = ""
+    toolsynth_host: str = ""
+    trainer_host: str = ""
+    prober_host: str = ""
     inference_port: int = DEFAULT_PORTS["inference"]
     judge_port: int = DEFAULT_PORTS["judge"]
     toolsynth_port: int = DEFAULT_PORTS["toolsynth"]
@@ -63,8 +69,12 @@ class Settings(BaseSettings):
     def port(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
 
+    def host(self, service: str) -> str:
+        """Where clients dial a service: KILN_<SERVICE>_HOST, else KILN_GRPC_HOST."""
+        return str(getattr(self, f"{service}_host")) or self.grpc_host
+
     def target(self, service: str) -> str:
-        return f"{self.grpc_host}:{self.port(service)}"
+        return f"{self.host(service)}:{self.port(service)}"
 
     @property
     def effective_visibility_timeout_s(self) -> int:
