@@ -31,7 +31,7 @@ def synthesize(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
 
     settings = get_settings()
     spec = SynthesisSpec(**payload["spec"]).validate()
-    synthesis, agents, pool, complexity = spec.configs()
+    synthesis, agents, pool, complexity = spec.configs
 
     def tools_at(name: str) -> list:
         ref = payload.get(name)

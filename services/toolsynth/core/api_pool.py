@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 from services.common.errors import InvalidInput
 from services.llm.base import Backend, SamplingParams
 from services.toolsynth.core.agents import derive_seed
+from services.toolsynth.core.plans import embedded_json
 from services.toolsynth.core.tools import Tool, check_tool, tool_from_dict
 
 OPERATORS = {
@@ -113,19 +113,8 @@ class ContextTree:
         ]
 
 
-def _json(text: str, opener: str) -> Any:
-    closer = "]" if opener == "[" else "}"
-    match = re.search(rf"\{opener}.*\{closer}", text, re.S)
-    if match is None:
-        return None
-    try:
-        return json.loads(match.group(0))
-    except json.JSONDecodeError:
-        return None
-
-
 def _names(text: str, limit: int) -> list[str]:
-    value = _json(text, "[")
+    value = embedded_json(text, "[")
     if not isinstance(value, list):
         return []
     names = [v.strip() for v in value if isinstance(v, str) and v.strip()]
@@ -205,7 +194,7 @@ def evolve(
             config.max_tokens, config.temperature, seed=derive_seed(seed, "evolve", round_index)
         )
         for reply in backend.generate(jobs, params):
-            raw = _json(reply.text, "{")
+            raw = embedded_json(reply.text, "{")
             try:
                 tool = tool_from_dict(raw) if isinstance(raw, dict) else None
             except InvalidInput:

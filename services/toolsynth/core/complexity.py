@@ -49,11 +49,11 @@ def model_complexity(dialogs: Sequence[Dialog], backend: Backend) -> list[float]
     """Mean NLL per token (nats) of the assistant turns, one batched score call."""
     prompts, targets, owner = [], [], []
     for i, d in enumerate(dialogs):
+        messages = assistant_messages(d.tools, d.turns)  # the system prompt, then one per turn
         for t, turn in enumerate(d.turns):
             if turn.role == "assistant":
-                messages = assistant_messages(d.tools, d.turns[: t + 1])
-                prompts.append(messages[:-1])
-                targets.append(messages[-1]["content"])
+                prompts.append(messages[: t + 1])
+                targets.append(messages[t + 1]["content"])
                 owner.append(i)
     scores = backend.score(prompts, targets) if prompts else []
     total, tokens = [0.0] * len(dialogs), [0] * len(dialogs)

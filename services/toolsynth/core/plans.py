@@ -66,8 +66,11 @@ def plan_prompt(tools: list[Tool], dialog_type: str, turns: int) -> str:
     )
 
 
-def _json_list(text: str) -> Any:
-    match = re.search(r"\[.*\]", text, re.S)
+def embedded_json(text: str, opener: str) -> Any:
+    """The JSON list (opener "[") or object ("{") spanning the first opener to the last
+    closer in a model's reply; None if there is none or it does not parse."""
+    closer = "]" if opener == "[" else "}"
+    match = re.search(rf"\{opener}.*\{closer}", text, re.S)
     if match is None:
         return None
     try:
@@ -79,7 +82,7 @@ def _json_list(text: str) -> Any:
 def parse_plan(text: str, tools: list[Tool], dialog_type: str, turns: int) -> DialogPlan | str:
     """The plan, or the rejection code: plan:unparseable, plan:unknown_tool, plan:type
     (tool items where the type wants none, or none where it wants one)."""
-    raw = _json_list(text)
+    raw = embedded_json(text, "[")
     if not isinstance(raw, list) or not raw or len(raw) > turns:
         return "plan:unparseable"
     names = {t.name for t in tools}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from services.common.configs import config_from_dict
@@ -36,9 +37,9 @@ class SynthesisSpec:
     def mix(self) -> dict[str, float]:
         return self.dialog_mix or {t: 1.0 for t in DIALOG_TYPES}
 
-    def configs(
-        self,
-    ) -> tuple[SynthesisConfig, AgentConfig, PoolConfig, ComplexityConfig]:
+    @cached_property
+    def configs(self) -> tuple[SynthesisConfig, AgentConfig, PoolConfig, ComplexityConfig]:
+        """The method configs, parsed (and type-checked) once."""
         sections = {}
         for name, cls in SECTIONS.items():
             values = self.parameters.get(name, {})
@@ -52,7 +53,7 @@ class SynthesisSpec:
         return synthesis, sections["agents"], sections["pool"], sections["complexity"]
 
     def needs_model(self) -> bool:
-        synthesis, agents, _, complexity = self.configs()
+        synthesis, agents, _, complexity = self.configs
         return (
             agents.agents == "llm"
             or not self.has_tools
@@ -74,7 +75,7 @@ class SynthesisSpec:
             raise InvalidInput("backend", f"must be one of {', '.join(BACKENDS)}")
         if self.export_format not in FORMATS:
             raise InvalidInput("export_format", f"must be one of {', '.join(FORMATS)}")
-        _, agents, _, _ = self.configs()
+        _, agents, _, _ = self.configs
         if agents.agents == "template" and not self.has_tools:
             raise InvalidInput(
                 "tools", "template agents need a tool source (no model to evolve one)"

@@ -103,6 +103,11 @@ def memoized(embed: Embed) -> Embed:
     return cached
 
 
+def _staged(backend: Backend, stage: str) -> Backend:
+    """The backend counting its usage under stage (when it counts usage at all)."""
+    return backend.with_stage(stage) if isinstance(backend, CachingBackend) else backend
+
+
 def drive(
     conversations: Sequence[Conversation],
     backend: Backend | None,
@@ -138,9 +143,9 @@ def drive(
         for (stage, params), members in groups.items():
             if backend is None:
                 raise ValueError("these agents need a backend")
-            caller = backend.with_stage(stage) if isinstance(backend, CachingBackend) else backend
             prompts = [pending[i][j].prompt for i, j in members]
-            for (i, j), completion in zip(members, caller.generate(prompts, params), strict=True):
+            completions = _staged(backend, stage).generate(prompts, params)
+            for (i, j), completion in zip(members, completions, strict=True):
                 replies[i][j] = completion.text
         waiting = list(pending)
         pending.clear()
@@ -188,14 +193,15 @@ def synthesize(
     embed = memoized(embed)
     stats: dict[str, Any] = {}
     if tools:
-        invalid = {t.name: check_tool(t) for t in tools if check_tool(t)}
+        errors = {t.name: check_tool(t) for t in tools}
+        invalid = {name: codes for name, codes in errors.items() if codes}
         stats["api"] = {"given": len(tools), "invalid": invalid}
         tools = [t for t in tools if t.name not in invalid]
     else:
         if backend is None:
             raise ValueError("an evolved API pool needs a backend")
         pool = pool or PoolConfig()
-        caller = backend.with_stage("pool") if isinstance(backend, CachingBackend) else backend
+        caller = _staged(backend, "pool")
         tree = speciation(caller, pool, config.seed)
         tools, stats["api"] = evolve(caller, tree, [], pool, config.seed)
         stats["api"]["tree"] = tree.domains
@@ -252,7 +258,7 @@ def synthesize(
         if config.model_checks and candidates:
             verdicts = model_errors(
                 [d for _, d in candidates],
-                backend.with_stage("verify") if isinstance(backend, CachingBackend) else backend,
+                _staged(backend, "verify"),
                 agents.llm_tools,
             )
             for (s, d), errors in zip(candidates, verdicts, strict=True):
