@@ -87,7 +87,7 @@ def build_server(
         ),
         server,
     )
-    address = address or f"{settings.bind_host or settings.grpc_host}:{settings.port(service)}"
+    address = address or f"{settings.listen_host}:{settings.port(service)}"
     credentials = _server_credentials(settings)
     if credentials:
         port = server.add_secure_port(address, credentials)
@@ -104,7 +104,7 @@ async def serve(service: str, registrar: Registrar, settings: Settings | None = 
     log.info(
         "%s serving on %s:%d",
         service,
-        settings.bind_host or settings.grpc_host,
+        settings.listen_host,
         kiln_server.port,
         extra={"fields": {"port": kiln_server.port}},
     )

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     def port(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
 
+    @property
+    def listen_host(self) -> str:
+        """The address servers bind: KILN_BIND_HOST, else KILN_GRPC_HOST."""
+        return self.bind_host or self.grpc_host
+
     def host(self, service: str) -> str:
         """Where clients dial a service: KILN_<SERVICE>_HOST, else KILN_GRPC_HOST."""
         return str(getattr(self, f"{service}_host")) or self.grpc_host
