@@ -1,22 +1,142 @@
 """`kiln demo`: the main job on the embedded stack, end to end over gRPC and the queues.
 
-Today it builds a tiny model, loads it into the inference service, streams a generation over
-a quantized-pruned KV cache (SnapKV at 4 bits), scores through the `remote` backend, and runs
-a canary job on every service's queue (worker -> object store -> manifest), then prints what
-each stage produced.
+    toolsynth  synthesize verified tool-calling dialogs (template agents, Hermes format)
+    judge      crowd rejection sampling: two policies answer each dialog's request, a CCE
+               judge keeps the best answer (Copeland score) as the SFT label
+    trainer    Flat-LoRA SFT on the synthesized dialogs + the crowd's labels; checkpoints
+               committed to the object store
+    inference  load the checkpoint, answer questions with a quantized-pruned KV cache (SnapKV
+               at 4 bits under an fp16-token budget), streamed
+    prober     Chain-of-Probe over those answers: per-step answer distributions, early
+               answering, mind changes
+
+Every stage runs as a job or an RPC on the services `kiln up` started; the client only moves
+rows between the stages' datasets. It ends with a summary table and an HTML report
+(<home>/demo/<run>/report.html, also uploaded next to the run's artifacts).
 """
 
 from __future__ import annotations
 
+import html
+import json
+import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.common.settings import SERVICES
+POLICIES = ("tiny-demo", "tiny-demo-b")
+TUNED = "tiny-demo-sft"
+DEMO_TOOLS = [
+    {
+        "name": "search_flights",
+        "description": "Search flights between two cities on a date.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "origin": {"type": "string", "description": "Departure city"},
+                "destination": {"type": "string", "description": "Arrival city"},
+                "date": {"type": "string", "description": "Travel date, YYYY-MM-DD"},
+            },
+            "required": ["origin", "destination", "date"],
+        },
+        "returns": {
+            "type": "object",
+            "properties": {
+                "flight_id": {"type": "string", "description": "Flight identifier"},
+                "price": {"type": "number", "description": "Fare in euros"},
+            },
+            "required": ["flight_id", "price"],
+        },
+    },
+    {
+        "name": "book_flight",
+        "description": "Book seats on a flight.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "flight_id": {"type": "string", "description": "Flight identifier"},
+                "passengers": {
+                    "type": "integer",
+                    "description": "Number of passengers",
+                    "minimum": 1,
+                    "maximum": 9,
+                },
+            },
+            "required": ["flight_id", "passengers"],
+        },
+        "returns": {
+            "type": "object",
+            "properties": {"confirmation": {"type": "string", "description": "Booking code"}},
+            "required": ["confirmation"],
+        },
+    },
+    {
+        "name": "get_weather",
+        "description": "Get the weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"],
+        },
+        "returns": {
+            "type": "object",
+            "properties": {"temperature": {"type": "number", "description": "Celsius"}},
+            "required": ["temperature"],
+        },
+    },
+    {
+        "name": "convert_currency",
+        "description": "Convert an amount of money between currencies.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "amount": {"type": "number", "description": "Amount to convert"},
+                "source": {"type": "string", "description": "Currency code, e.g. EUR"},
+                "target": {"type": "string", "description": "Currency code, e.g. USD"},
+            },
+            "required": ["amount", "source", "target"],
+        },
+        "returns": {
+            "type": "object",
+            "properties": {"amount": {"type": "number", "description": "Converted amount"}},
+            "required": ["amount"],
+        },
+    },
+]
+QUESTIONS = [
+    ("A flight costs 120 euros and a bag costs 30 euros. What is the total?", "150"),
+    ("Three passengers each pay 40 euros. How much do they pay together?", "120"),
+    ("It is 12 degrees in Paris and 30 degrees in Rome. How much warmer is Rome?", "18"),
+    ("A booking for 2 passengers becomes 5 passengers. How many were added?", "3"),
+]
+OPTIONS = ["150", "120", "18", "3"]
+CAVEAT = (
+    "The models are tiny and randomly initialized, so their text is noise and the judge's "
+    "verdicts are mostly unparseable (ties, which Copeland scoring breaks toward the first "
+    "policy); the numbers show the pipeline's mechanics, not model quality."
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The size of each stage; the defaults finish in a few minutes on 2 CPU cores."""
+
+    dialogs: int = 8
+    policy_max_tokens: int = 24
+    judge_k: int = 2  # CCE crowd judgments in the judge's context
+    judge_max_tokens: int = 24
+    train_steps: int = 12
+    learning_rate: float = 3e-3
+    flat_lora_sigma: float = 0.05
+    kv_budget_fp16_tokens: float = 48.0
+    reasoning_tokens: int = 32
+    seed: int = 0
 
 
 @dataclass
@@ -25,120 +145,446 @@ class StageResult:
     produced: str
     where: str
     seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
 
 
-def run_demo(home: Path, console: Console, keep_running: bool = False) -> list[StageResult]:
-    import os
+def follow(client: Any, job_id: str, bar: Progress, label: str) -> Any:
+    """Streams a job's progress into a bar until it ends; returns the final Job message.
+    Raises RuntimeError when the job did not succeed."""
+    from kiln.common.v1 import common_pb2
 
+    task = bar.add_task(label, total=1.0)
+    final = None
+    for job in client.jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job_id), timeout=3600):
+        metrics = " ".join(
+            f"{name} {value:.4g}" for name, value in list(job.progress.metrics.items())[:3]
+        )
+        bar.update(
+            task,
+            completed=job.progress.fraction,
+            description=f"{label}: {job.progress.message} {metrics}".rstrip(),
+        )
+        final = job
+    if final is None or final.state != common_pb2.JOB_STATE_SUCCEEDED:
+        state = common_pb2.JobState.Name(final.state) if final else "LOST"
+        raise RuntimeError(f"{label} job {job_id} ended {state}: {final.error if final else ''}")
+    bar.update(task, completed=1.0)
+    return final
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _summary(job: Any) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(job.summary)
+
+
+def _output(job: Any, name: str) -> Any:
+    """The job's output ObjectRef whose key ends with /name."""
+    (ref,) = [o for o in job.outputs if o.key.endswith(f"/{name}")]
+    return ref
+
+
+class Pipeline:
+    """The demo's stages, in order, against the running stack (KILN_* in the environment)."""
+
+    def __init__(self, home: Path, console: Console, config: DemoConfig) -> None:
+        from services.common.objectstore import ObjectStore
+
+        self.home, self.console, self.config = home, console, config
+        self.run = uuid.uuid4().hex[:8]
+        self.store = ObjectStore()
+        self.bar = progress_bar(console)
+
+    def _request_id(self) -> str:
+        return uuid.uuid4().hex
+
+    def models(self) -> StageResult:
+        from kiln.inference.v1 import inference_pb2 as pb
+        from services.common.clients import KilnClient
+        from services.llm.tiny import build_tiny_model
+
+        t0 = time.perf_counter()
+        self.base = self.home / "models" / POLICIES[0]
+        parameters = 0
+        with KilnClient("inference") as client:
+            for seed, name in enumerate(POLICIES):
+                folder = self.home / "models" / name
+                if not (folder / "config.json").exists():
+                    build_tiny_model(folder, seed=seed)
+                info = client.stub.LoadModel(
+                    pb.LoadModelRequest(
+                        request_id=self._request_id(), name=name, local_path=str(folder)
+                    ),
+                    timeout=300,
+                )
+                parameters = info.parameters
+        return StageResult(
+            "models",
+            f"{len(POLICIES)} tiny Llama models ({parameters:,} parameters each) loaded",
+            str(self.home / "models"),
+            time.perf_counter() - t0,
+        )
+
+    def synthesize(self) -> StageResult:
+        from kiln.toolsynth.v1 import toolsynth_pb2 as pb
+        from services.common.clients import KilnClient
+        from services.common.jobs_servicer import ref_to_pb, struct_from_dict
+
+        t0 = time.perf_counter()
+        tools = self.store.put_json(f"datasets/demo-tools/{self.run}/tools.json", DEMO_TOOLS)
+        with KilnClient("toolsynth") as client:
+            job = client.stub.SubmitSynthesis(
+                pb.SynthesisRequest(
+                    request_id=self._request_id(),
+                    count=self.config.dialogs,
+                    seed=self.config.seed,
+                    tools=ref_to_pb(tools),
+                    dialog_mix={"single": 2, "parallel": 1, "dependent": 1, "non_tool": 1},
+                    dataset_name="demo-dialogs",
+                    parameters=struct_from_dict({"agents": {"agents": "template"}}),
+                    export_format="hermes",
+                )
+            )
+            self.dialogs_job = follow(client, job.id, self.bar, "toolsynth")
+        summary = _summary(self.dialogs_job)
+        stats = self.store.get_json(summary["dataset"].rsplit("/", 1)[0] + "/stats.json")
+        rejected = sum(s["failed"] for s in stats.values() if isinstance(s, dict) and "failed" in s)
+        self.dialogs = [
+            json.loads(line)
+            for line in self.store.get_bytes(summary["dataset"]).decode().splitlines()
+        ]
+        types = {}
+        for row in self.dialogs:
+            types[row["dialog_type"]] = types.get(row["dialog_type"], 0) + 1
+        mix = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
+        return StageResult(
+            "toolsynth",
+            f"{len(self.dialogs)} verified dialogs ({mix}); {rejected} checks failed and retried",
+            f"s3://{self.store.bucket}/{summary['dataset']}",
+            time.perf_counter() - t0,
+            {"example": self.dialogs[0]["messages"][1:]},
+        )
+
+    def crowd_sample(self) -> StageResult:
+        from kiln.judge.v1 import judge_pb2 as pb
+        from services.common.clients import KilnClient
+        from services.common.jobs_servicer import ref_to_pb, struct_from_dict
+
+        t0 = time.perf_counter()
+        requests = [
+            next(m["content"] for m in row["messages"] if m["role"] == "user")
+            for row in self.dialogs
+        ]
+        prompts = self.store.put_jsonl(
+            f"datasets/demo-prompts/{self.run}/prompts.jsonl", [{"prompt": r} for r in requests]
+        )
+        config = pb.JudgeConfig(
+            model=POLICIES[0],
+            strategy="cce",
+            k=self.config.judge_k,
+            max_tokens=self.config.judge_max_tokens,
+            seed=self.config.seed,
+            parameters=struct_from_dict({"crowd_max_tokens": self.config.judge_max_tokens}),
+        )
+        with KilnClient("judge") as client:
+            job = client.stub.SubmitCrowdSampling(
+                pb.CrowdSamplingRequest(
+                    request_id=self._request_id(),
+                    prompts=ref_to_pb(prompts),
+                    policies=list(POLICIES),
+                    config=config,
+                    dataset_name="demo-crowd",
+                    max_tokens=self.config.policy_max_tokens,
+                    temperature=0.7,
+                )
+            )
+            self.crowd_job = follow(client, job.id, self.bar, "judge")
+        summary = _summary(self.crowd_job)
+        wins = ", ".join(f"{p} {int(n)}" for p, n in summary["chosen_by_policy"].items())
+        return StageResult(
+            "judge",
+            f"{int(summary['rows'])} SFT labels by crowd rejection sampling (chosen: {wins}); "
+            f"{int(summary['pairs'])} DPO pairs; {int(summary['calls'])} LLM calls",
+            f"s3://{self.store.bucket}/{summary['dataset']}",
+            time.perf_counter() - t0,
+            {"chosen_by_policy": summary["chosen_by_policy"]},
+        )
+
+    def train(self) -> StageResult:
+        from kiln.trainer.v1 import trainer_pb2 as pb
+        from services.common.clients import KilnClient
+        from services.common.jobs_servicer import struct_from_dict
+
+        t0 = time.perf_counter()
+        steps = self.config.train_steps
+        hyperparameters = {
+            "max_steps": steps,
+            "batch_size": 4,
+            "learning_rate": self.config.learning_rate,
+            "max_length": 384,
+            "save_every": max(1, steps // 2),
+            "flat_lora_sigma": self.config.flat_lora_sigma,
+            "seed": self.config.seed,
+        }
+        with KilnClient("trainer") as client:
+            job = client.stub.SubmitTraining(
+                pb.TrainingRequest(
+                    request_id=self._request_id(),
+                    run_name=f"demo-{self.run}",
+                    objective="sft",
+                    base_model=str(self.base),
+                    datasets=[
+                        _output(self.dialogs_job, "data.jsonl"),
+                        _output(self.crowd_job, "data.jsonl"),
+                    ],
+                    hyperparameters=struct_from_dict(hyperparameters),
+                )
+            )
+            self.train_job = follow(client, job.id, self.bar, "trainer")
+        summary = _summary(self.train_job)
+        history = [
+            json.loads(line)
+            for line in self.store.get_bytes(_output(self.train_job, "metrics.jsonl"))
+            .decode()
+            .splitlines()
+        ]
+        self.checkpoint = summary["checkpoints"][-1]
+        losses = [h["loss"] for h in history]
+        return StageResult(
+            "trainer",
+            f"Flat-LoRA (sigma {self.config.flat_lora_sigma}) SFT, {steps} steps on "
+            f"{int(summary['examples'])} examples: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+            f"{len(summary['checkpoints'])} checkpoints",
+            f"s3://{self.store.bucket}/{self.checkpoint}",
+            time.perf_counter() - t0,
+            {"losses": losses},
+        )
+
+    def generate(self) -> StageResult:
+        from kiln.inference.v1 import inference_pb2 as pb
+        from services.common.clients import KilnClient
+
+        t0 = time.perf_counter()
+        kv = pb.KVCompression(
+            method="snapkv", bits=4, budget_fp16_tokens=self.config.kv_budget_fp16_tokens
+        )
+        self.answers: list[dict[str, Any]] = []
+        used = full = 0
+        with KilnClient("inference") as client:
+            client.stub.LoadModel(
+                pb.LoadModelRequest(
+                    request_id=self._request_id(), name=TUNED, checkpoint=self.checkpoint
+                ),
+                timeout=300,
+            )
+            task = self.bar.add_task("inference", total=len(QUESTIONS))
+            for question, gold in QUESTIONS:
+                prompt = (
+                    "Answer the travel question. Think step by step, one step per line, "
+                    f"then give the answer as one of: {', '.join(OPTIONS)}.\n"
+                    f"Question: {question}\nReasoning:\n"
+                )
+                request = pb.GenerateRequest(
+                    request_id=self._request_id(),
+                    model=TUNED,
+                    prompt=prompt,
+                    sampling=pb.SamplingParams(
+                        max_tokens=self.config.reasoning_tokens, seed=self.config.seed
+                    ),
+                    kv=kv,
+                )
+                text = ""
+                for response in client.stub.Generate(request, timeout=300):
+                    if response.WhichOneof("kind") == "chunk":
+                        text += response.chunk.text
+                    else:
+                        stats = response.complete.kv_stats
+                used, full = used + stats.bytes_used, full + stats.bytes_full
+                self.answers.append(
+                    {
+                        "question": question,
+                        "options": OPTIONS,
+                        "gold": "ABCD"[OPTIONS.index(gold)],
+                        "reasoning": text,
+                        "kv": f"{stats.bits}-bit, {stats.bytes_used:,} of {stats.bytes_full:,} B",
+                    }
+                )
+                self.bar.advance(task)
+        self.kv_saved = 1 - used / full
+        return StageResult(
+            "inference",
+            f"{len(QUESTIONS)} answers from the tuned adapter streamed over a SnapKV 4-bit KV "
+            f"cache: {used:,} of {full:,} bytes ({self.kv_saved:.0%} saved)",
+            f"model {TUNED} <- {self.checkpoint}",
+            time.perf_counter() - t0,
+            {"answers": self.answers},
+        )
+
+    def probe(self) -> StageResult:
+        from kiln.prober.v1 import prober_pb2 as pb
+        from services.common.clients import KilnClient
+        from services.common.jobs_servicer import ref_to_pb
+
+        t0 = time.perf_counter()
+        rows = [
+            {k: a[k] for k in ("question", "options", "gold", "reasoning")} for a in self.answers
+        ]
+        items = self.store.put_jsonl(f"datasets/demo-probe/{self.run}/items.jsonl", rows)
+        with KilnClient("prober") as client:
+            job = client.stub.SubmitProbe(
+                pb.SubmitProbeRequest(
+                    request_id=self._request_id(),
+                    model=TUNED,
+                    dataset=ref_to_pb(items),
+                    step_mode="lines",
+                )
+            )
+            final = follow(client, job.id, self.bar, "prober")
+        summary = _summary(final)
+        accuracy = summary.get("accuracy")
+        return StageResult(
+            "prober",
+            f"{int(summary['items'])} reasoning chains probed: accuracy "
+            f"{accuracy if accuracy is None else f'{accuracy:.2f}'}, early answering "
+            f"{summary['early_answering_rate']:.2f}, mean mind changes "
+            f"{summary['mean_mind_changes']:.2f}",
+            f"s3://{self.store.bucket}/{_output(final, 'report.html').key}",
+            time.perf_counter() - t0,
+            {"summary": summary},
+        )
+
+
+def run_demo(
+    home: Path,
+    console: Console,
+    keep_running: bool = False,
+    config: DemoConfig | None = None,
+) -> tuple[list[StageResult], Path]:
+    """Starts the embedded stack, runs the pipeline, writes the HTML report; returns the
+    stage results and the report's path."""
     from services.cli.embedded import down, up
     from services.common.settings import get_settings
 
-    results: list[StageResult] = []
+    config = config or DemoConfig()
     started = time.perf_counter()
     with console.status("starting the embedded stack (Redis, S3, 5 servers, 5 workers)..."):
         stack = up(home)
-    for key, value in stack.env().items():
-        os.environ[key] = value
+    os.environ.update(stack.env())
     get_settings.cache_clear()
-    results.append(
+    results = [
         StageResult(
             "stack",
-            f"5 servers + 5 workers, S3 via {stack.s3_kind}",
+            f"5 servers + 5 workers, Redis, S3 via {stack.s3_kind}",
             f"{home}/logs",
             time.perf_counter() - started,
         )
-    )
+    ]
     try:
-        results += _inference_stage(home, console)
-        results += _canary_stage(console)
+        pipeline = Pipeline(home, console, config)
+        with pipeline.bar:
+            for stage in (
+                pipeline.models,
+                pipeline.synthesize,
+                pipeline.crowd_sample,
+                pipeline.train,
+                pipeline.generate,
+                pipeline.probe,
+            ):
+                results.append(stage())
+        report = home / "demo" / pipeline.run / "report.html"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(html_report(results, pipeline.run))
+        pipeline.store.put_file(f"runs/demo-{pipeline.run}/report.html", report)
     finally:
         if not keep_running:
             with console.status("stopping the stack..."):
                 down(home)
-    return results
-
-
-def _inference_stage(home: Path, console: Console) -> list[StageResult]:
-    from kiln.inference.v1 import inference_pb2 as pb
-    from services.common.clients import KilnClient
-    from services.llm import SamplingParams
-    from services.llm.remote import RemoteBackend
-    from services.llm.tiny import build_tiny_model
-
-    t0 = time.perf_counter()
-    folder = home / "models" / "tiny-demo"
-    if not (folder / "config.json").exists():
-        build_tiny_model(folder, seed=0)
-    with KilnClient("inference") as client:
-        info = client.stub.LoadModel(
-            pb.LoadModelRequest(
-                request_id=uuid.uuid4().hex, name="tiny-demo", local_path=str(folder)
-            ),
-            timeout=120,
-        )
-        request = pb.GenerateRequest(
-            request_id=uuid.uuid4().hex,
-            model="tiny-demo",
-            prompt="the weather in Paris is fine and 12 + 30 = 42 so the answer is " * 8,
-            sampling=pb.SamplingParams(max_tokens=24),
-            kv=pb.KVCompression(method="snapkv", budget_fp16_tokens=64, window_size=16),
-        )
-        chunks, complete = 0, None
-        for response in client.stub.Generate(request, timeout=120):
-            if response.WhichOneof("kind") == "chunk":
-                chunks += 1
-            else:
-                complete = response.complete
-        remote = RemoteBackend("tiny-demo", client=client)
-        (scores,) = remote.score(["12 + 30 ="], [" 42"])
-        _ = remote.generate(["the answer is"], SamplingParams(max_tokens=4))
-    console.print(f"[bold]generated[/] ({chunks} chunks): {complete.text!r}")
-    console.print(f"[dim]KV plan: {complete.kv_stats.reason}[/]")
-    kv = complete.kv_stats
-    return [
-        StageResult(
-            "inference",
-            f"{info.parameters:,}-parameter model; "
-            f"{complete.usage.completion_tokens} tokens streamed over a {kv.method} "
-            f"{kv.bits}-bit KV cache holding {kv.bytes_used:,} of {kv.bytes_full:,} bytes "
-            f"({1 - kv.bytes_used / kv.bytes_full:.0%} saved); log p(' 42') = {scores.total:.2f}",
-            f"model {folder}",
-            time.perf_counter() - t0,
-        )
-    ]
-
-
-def _canary_stage(console: Console) -> list[StageResult]:
-    from kiln.common.v1 import common_pb2
-    from services.common.clients import KilnClient
-
-    results = []
-    for service in SERVICES:
-        t0 = time.perf_counter()
-        with KilnClient(service) as client:
-            job = client.jobs.SubmitCanary(
-                common_pb2.SubmitCanaryRequest(
-                    request_id=uuid.uuid4().hex, shards=3, shard_seconds=0.1
-                )
-            )
-            *_, final = client.jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job.id), timeout=120)
-        state = common_pb2.JobState.Name(final.state).removeprefix("JOB_STATE_")
-        if final.state != common_pb2.JOB_STATE_SUCCEEDED:
-            raise RuntimeError(f"{service} canary job {job.id} ended {state}: {final.error}")
-        (manifest,) = final.outputs
-        results.append(
-            StageResult(
-                f"{service} queue",
-                f"canary job {state}, 3 shards",
-                f"s3://{manifest.bucket}/{manifest.key}",
-                time.perf_counter() - t0,
-            )
-        )
-    return results
+    return results, report
 
 
 def summary_table(results: list[StageResult]) -> Table:
-    table = Table("stage", "produced", "where", "seconds", title="kiln demo")
+    table = Table("stage", "produced", title="kiln demo")
+    table.add_column("where", overflow="fold")
+    table.add_column("seconds", justify="right")
     for r in results:
         table.add_row(r.stage, r.produced, r.where, f"{r.seconds:.1f}")
     return table
+
+
+def _loss_svg(losses: list[float], width: int = 360, height: int = 120) -> str:
+    low, high = min(losses), max(losses)
+    span = (high - low) or 1.0
+    step = width / max(1, len(losses) - 1)
+    points = " ".join(
+        f"{i * step:.1f},{height - (loss - low) / span * (height - 10) - 5:.1f}"
+        for i, loss in enumerate(losses)
+    )
+    return (
+        f'<svg width="{width}" height="{height}" role="img" aria-label="training loss">'
+        f'<polyline fill="none" stroke="#c0392b" stroke-width="2" points="{points}"/></svg>'
+    )
+
+
+def html_report(results: list[StageResult], run: str) -> str:
+    """A self-contained page: the summary table, then each stage's details."""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(r.stage)}</td><td>{e(r.produced)}</td><td><code>{e(r.where)}</code></td>"
+        f"<td>{r.seconds:.1f}</td></tr>"
+        for r in results
+    )
+    sections = []
+    for r in results:
+        if "example" in r.details:
+            turns = "".join(
+                f"<p><b>{e(m['role'])}</b>: {e(m['content'])}</p>" for m in r.details["example"]
+            )
+            sections.append(f"<h2>A synthesized dialog</h2>{turns}")
+        if "chosen_by_policy" in r.details:
+            chosen = ", ".join(
+                f"{e(p)}: {int(n)}" for p, n in r.details["chosen_by_policy"].items()
+            )
+            sections.append(
+                f"<h2>Crowd rejection sampling</h2><p>labels chosen per policy: {chosen}</p>"
+            )
+        if "losses" in r.details:
+            losses = r.details["losses"]
+            sections.append(
+                f"<h2>Flat-LoRA SFT loss</h2>{_loss_svg(losses)}"
+                f"<p>{len(losses)} steps, {losses[0]:.3f} &rarr; {losses[-1]:.3f}</p>"
+            )
+        if "answers" in r.details:
+            answers = "".join(
+                f"<tr><td>{e(a['question'])}</td><td><pre>{e(a['reasoning'])}</pre></td>"
+                f"<td>{e(a['kv'])}</td></tr>"
+                for a in r.details["answers"]
+            )
+            sections.append(
+                "<h2>Generations over the compressed KV cache</h2><table><tr><th>question</th>"
+                f"<th>reasoning</th><th>KV cache</th></tr>{answers}</table>"
+            )
+        if "summary" in r.details:
+            pretty = e(json.dumps(r.details["summary"], indent=2))
+            sections.append(f"<h2>Chain-of-Probe</h2><pre>{pretty}</pre>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "vertical-align:top;text-align:left}pre{white-space:pre-wrap;margin:0}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>kiln demo {e(run)}</title>"
+        f"<style>{style}</style></head><body><h1>kiln demo {e(run)}</h1>"
+        f"<p>{CAVEAT}</p><table><tr>"
+        f"<th>stage</th><th>produced</th><th>where</th><th>seconds</th></tr>{rows}</table>"
+        f"{''.join(sections)}</body></html>"
+    )

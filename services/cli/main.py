@@ -145,12 +145,24 @@ def down() -> None:
 
 
 @app.command()
-def demo(keep_running: bool = typer.Option(False, help="leave the stack up afterwards")) -> None:
-    """The main job: start the embedded stack, run work through every service, summarize."""
-    from services.cli.demo import run_demo, summary_table
+def demo(
+    keep_running: bool = typer.Option(False, help="leave the stack up afterwards"),
+    dialogs: int = typer.Option(8, help="tool-calling dialogs to synthesize"),
+    train_steps: int = typer.Option(12, "--train-steps", help="Flat-LoRA SFT steps"),
+) -> None:
+    """The main job: toolsynth -> judge crowd sampling -> Flat-LoRA SFT -> inference with the
+    adapter over a quantized-pruned KV cache -> prober, on the embedded stack."""
+    from services.cli.demo import CAVEAT, DemoConfig, run_demo, summary_table
 
-    results = run_demo(_home(), console, keep_running)
+    config = DemoConfig(dialogs=dialogs, train_steps=train_steps)
+    try:
+        results, report = run_demo(_home(), console, keep_running, config)
+    except RuntimeError as exc:
+        console.print(f"[red]demo failed[/]: {exc}")
+        raise typer.Exit(1) from None
     console.print(summary_table(results))
+    console.print(f"[dim]{CAVEAT}[/]")
+    console.print(f"report: {report}")
 
 
 # -- jobs ---------------------------------------------------------------------------------
@@ -196,38 +208,15 @@ def jobs_get(job_id: str, service: str = SERVICE_OPTION) -> None:
 @jobs_app.command("watch")
 def jobs_watch(job_id: str, service: str = SERVICE_OPTION):
     """Follow a job with a progress bar until it ends; returns its last state."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from services.cli.demo import follow, progress_bar
 
-    from kiln.common.v1 import common_pb2
-
-    final = None
-    with (
-        _client(service) as client,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar,
-    ):
-        task = bar.add_task(job_id[:8], total=1.0)
-        for job in client.jobs.WatchJob(
-            common_pb2.WatchJobRequest(job_id=job_id), timeout=7 * 24 * 3600
-        ):
-            metrics = " ".join(
-                f"{name} {value:.4g}" for name, value in list(job.progress.metrics.items())[:4]
-            )
-            bar.update(
-                task,
-                completed=job.progress.fraction,
-                description=f"{job_id[:8]} {job.progress.message} {metrics}".rstrip(),
-            )
-            final = job
-    if final is not None:
-        console.print(" ".join(_job_row(final)[2:4]), final.error)
-        if final.state != common_pb2.JOB_STATE_SUCCEEDED:
-            raise typer.Exit(1)
+    with _client(service) as client, progress_bar(console) as bar:
+        try:
+            final = follow(client, job_id, bar, job_id[:8])
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+    console.print(" ".join(_job_row(final)[2:4]))
     return final
 
 
@@ -790,10 +779,9 @@ def judge_eval(
         job = client.stub.SubmitEvaluation(request)
     console.print(f"job {job.id}")
     final = jobs_watch(job.id, "judge")
-    if final is not None:
-        from google.protobuf import json_format
+    from google.protobuf import json_format
 
-        console.print_json(json.dumps(json_format.MessageToDict(final.summary)))
+    console.print_json(json.dumps(json_format.MessageToDict(final.summary)))
 
 
 @judge_app.command("crowd")
@@ -911,8 +899,6 @@ def toolsynth_run(
         job = client.stub.SubmitSynthesis(request)
     console.print(f"job {job.id}")
     final = jobs_watch(job.id, "toolsynth")
-    if final is None:
-        return
     from google.protobuf import json_format
 
     from services.common.objectstore import ObjectStore
