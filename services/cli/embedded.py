@@ -41,6 +41,7 @@ class Stack:
     s3_kind: str  # minio | moto
     grpc_ports: dict[str, int]
     procs: list[Proc] = field(default_factory=list)
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # Prometheus /metrics
 
     def env(self) -> dict[str, str]:
         """KILN_* variables pointing a client or a process at this stack."""
@@ -222,7 +223,8 @@ def up(home: Path, base_port: int = 0) -> Stack:
     """Starts the whole stack (idempotent: a running stack is returned as is).
 
     base_port 0: the servers listen on the configured KILN_<SERVICE>_PORT (50051..50055 by
-    default) and Redis and S3 on free ports; otherwise on base_port, base_port + 1, ...
+    default) and Redis, S3 and the servers' /metrics on free ports; otherwise on base_port,
+    base_port + 1, ...
     """
     from services.common.settings import get_settings
 
@@ -253,13 +255,18 @@ def up(home: Path, base_port: int = 0) -> Stack:
             s3_kind,
             {svc: grpc_port(2 + i, svc) for i, svc in enumerate(SERVICES)},
             procs,
+            {svc: port(2 + len(SERVICES) + i) for i, svc in enumerate(SERVICES)},
         )
         env = stack.env()
         _ensure_bucket(env)
         popens = []
         for svc in SERVICES:
             proc, popen = spawn(
-                f"{svc}-server", service_cmd(svc, "serve"), log_dir, env, stack.grpc_ports[svc]
+                f"{svc}-server",
+                service_cmd(svc, "serve"),
+                log_dir,
+                {**env, "KILN_METRICS_PORT": str(stack.metrics_ports[svc])},
+                stack.grpc_ports[svc],
             )
             procs.append(proc)
             popens.append((proc, popen))

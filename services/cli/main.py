@@ -78,7 +78,7 @@ def _print_status() -> None:
     _apply_stack_env()
     procs = {p.name: p for p in stack.procs}
     redis = redis_client()
-    table = Table("service", "address", "health", "worker", "queued")
+    table = Table("service", "address", "health", "worker", "queued", "metrics")
     healthy = True
     for service, port in stack.grpc_ports.items():
         with _client(service) as client:
@@ -91,7 +91,15 @@ def _print_status() -> None:
             queued = "?"
         healthy &= health == "SERVING" and worker_state == "up"
         color = "green" if health == "SERVING" else "red"
-        table.add_row(service, f"127.0.0.1:{port}", f"[{color}]{health}[/]", worker_state, queued)
+        metrics = stack.metrics_ports.get(service)
+        table.add_row(
+            service,
+            f"127.0.0.1:{port}",
+            f"[{color}]{health}[/]",
+            worker_state,
+            queued,
+            f"http://127.0.0.1:{metrics}/metrics" if metrics else "",
+        )
     console.print(table)
     if not healthy:
         raise typer.Exit(1)

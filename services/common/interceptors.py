@@ -48,7 +48,7 @@ def status_of(exc: errors.KilnError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _rebuild(
+def rebuild_handler(
     handler: grpc.RpcMethodHandler, wrap: Callable[[Any, bool], Any]
 ) -> grpc.RpcMethodHandler:
     """A handler of the same kind whose behaviour is wrap(behaviour, is_stream_response)."""
@@ -111,7 +111,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
             return deny
 
-        return _rebuild(handler, wrap)
+        return rebuild_handler(handler, wrap)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -180,4 +180,4 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return unary
 
-        return _rebuild(handler, wrap)
+        return rebuild_handler(handler, wrap)

@@ -1,6 +1,7 @@
 """gRPC server bootstrap shared by the five services (grpc.aio).
 
-Every server gets: auth and error interceptors, the kiln.common.v1.Jobs service for its own
+Every server gets: metrics, auth and error interceptors (Prometheus /metrics on
+KILN_METRICS_PORT), the kiln.common.v1.Jobs service for its own
 queue, health (per service and overall), reflection, the message cap, optional TLS/mTLS, and
 a SIGTERM drain: health goes NOT_SERVING, then the server stops with a grace period.
 """
@@ -20,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common.interceptors import AuthInterceptor, ErrorInterceptor
 from services.common.jobs import JobManager
 from services.common.jobs_servicer import register_jobs
+from services.common.metrics import MetricsInterceptor, serve_metrics
 from services.common.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -35,10 +37,13 @@ class KilnServer:
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
+    settings: Settings
     port: int = 0
+    metrics_port: int = 0
 
     async def start(self) -> None:
         await self.server.start()
+        self.metrics_port = serve_metrics(self.service, self.settings)
         for name in (*self.service_names, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -65,7 +70,7 @@ def build_server(
     """Builds (does not start) the server of `service` bound to address (host:port; port 0
     picks a free one, reported in .port)."""
     settings = settings or get_settings()
-    interceptors: list[grpc.aio.ServerInterceptor] = []
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(service)]
     if settings.auth_token:
         interceptors.append(AuthInterceptor(settings.auth_token))
     interceptors.append(ErrorInterceptor())
@@ -93,7 +98,7 @@ def build_server(
         port = server.add_secure_port(address, credentials)
     else:
         port = server.add_insecure_port(address)
-    return KilnServer(service, server, health_servicer, tuple(names), port)
+    return KilnServer(service, server, health_servicer, tuple(names), settings, port)
 
 
 async def serve(service: str, registrar: Registrar, settings: Settings | None = None) -> None:
@@ -102,11 +107,12 @@ async def serve(service: str, registrar: Registrar, settings: Settings | None = 
     kiln_server = build_server(service, registrar, settings)
     await kiln_server.start()
     log.info(
-        "%s serving on %s:%d",
+        "%s serving on %s:%d (metrics port %d)",
         service,
         settings.listen_host,
         kiln_server.port,
-        extra={"fields": {"port": kiln_server.port}},
+        kiln_server.metrics_port,
+        extra={"fields": {"port": kiln_server.port, "metrics_port": kiln_server.metrics_port}},
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

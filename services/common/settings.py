@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(64 * 1024 * 1024, description="gRPC message cap")
     shutdown_grace_s: float = Field(10.0, description="drain time after SIGTERM")
     deadline_s: float = Field(60.0, description="client default deadline per call")
+    metrics_port: int = Field(0, description="Prometheus /metrics HTTP port; 0: off")
 
     auth_token: str = Field("", description="bearer token every RPC but health must carry")
     tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS")

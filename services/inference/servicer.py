@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from kiln.inference.v1 import inference_pb2 as pb
 from kiln.inference.v1 import inference_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
+from services.common.metrics import record_generation
 from services.common.models import resolve_model
 from services.common.sandbox import SandboxLimits
 from services.common.settings import Settings
@@ -133,7 +135,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     stream = self._generate_vllm(model, prompt, params)
                 else:
                     stream = self._generate_hf(model, prompt, params, kv, abort)
+                started = time.perf_counter()
                 async for response in stream:
+                    if response.WhichOneof("kind") == "complete":
+                        record_generation(
+                            request.model,
+                            response.complete.usage.completion_tokens,
+                            time.perf_counter() - started,
+                            response.complete.kv_stats,
+                        )
                     yield response
             finally:
                 abort.set()

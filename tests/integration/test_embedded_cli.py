@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from services.cli.embedded import free_port, load_stack, pid_alive
@@ -24,7 +25,7 @@ def readme_client_snippet() -> str:
 
 
 def test_up_status_snippet_down(tmp_path: Path) -> None:
-    env = {**os.environ, "KILN_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "KILN_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
     env.update({f"KILN_{s.upper()}_PORT": str(free_port()) for s in SERVICES})
     for key in ("KILN_REDIS_URL", "KILN_S3_ENDPOINT", "KILN_BUCKET"):
         env.pop(key, None)
@@ -42,6 +43,13 @@ def test_up_status_snippet_down(tmp_path: Path) -> None:
         assert status.stdout.count("SERVING") == 5 and status.stdout.count(" up ") == 5
         stack = load_stack(tmp_path / "home")
         assert stack is not None and len(stack.procs) == 12
+        metrics_url = f"http://127.0.0.1:{stack.metrics_ports['judge']}/metrics"
+        assert metrics_url in status.stdout
+        with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+            metrics = reply.read().decode()
+        health = 'method="/grpc.health.v1.Health/Check",service="judge"'
+        assert f'kiln_rpc_requests_total{{code="OK",{health}}}' in metrics
+        assert 'kiln_queue_depth{service="judge"} 0.0' in metrics
         snippet_env = {**env, **stack.env()}
         run = subprocess.run(
             [sys.executable, "-c", readme_client_snippet()],

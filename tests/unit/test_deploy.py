@@ -130,6 +130,11 @@ def test_dev_overlay_probes_grpc_health_and_runs_its_own_stores() -> None:
         }
         assert container["startupProbe"]["grpc"]["port"] == DEFAULT_PORTS[s]
         assert container["image"] == "kiln:cpu"
+        assert {"name": "metrics", "containerPort": 9100} in container["ports"]
+        annotations = deployments[s]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == "9100"
+    config = by_kind(objects, "ConfigMap")["kiln-config"]["data"]
+    assert config["KILN_METRICS_PORT"] == "9100"
     assert not any(
         "nvidia.com/gpu" in str(d["spec"]["template"]["spec"]) for d in deployments.values()
     )
