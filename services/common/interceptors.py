@@ -41,6 +41,12 @@ STATUS_OF: dict[type[errors.KilnError], grpc.StatusCode] = {
 }
 
 
+def metadata_safe(text: str, limit: int = 256) -> str:
+    """text as a valid ASCII metadata value: a field name may hold a user's map key, so
+    control and non-ASCII characters are escaped (\\x00, \\u202e) and the length capped."""
+    return text.encode("unicode_escape").decode("ascii")[:limit]
+
+
 def status_of(exc: errors.KilnError) -> grpc.StatusCode:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
@@ -137,7 +143,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             if isinstance(exc, errors.KilnError):
                 code = status_of(exc)
                 if isinstance(exc, errors.InvalidInput):
-                    context.set_trailing_metadata((("kiln-error-field", exc.field),))
+                    context.set_trailing_metadata((("kiln-error-field", metadata_safe(exc.field)),))
                 log.info("rpc %s -> %s: %s", method, code.name, exc)
                 await context.abort(code, str(exc))
             log.exception("rpc %s -> INTERNAL", method)

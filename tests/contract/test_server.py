@@ -64,6 +64,21 @@ def test_invalid_input_becomes_invalid_argument_naming_field(grpc_server, settin
     assert ("kiln-error-field", "shards") in tuple(err.value.trailing_metadata())
 
 
+def test_error_field_trailer_is_escaped_ascii(grpc_server, settings) -> None:
+    server = grpc_server("toolsynth", settings)
+    with KilnClient("toolsynth", target=server.target, settings=settings) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.stub.SubmitSynthesis(
+                toolsynth_pb2.SynthesisRequest(
+                    request_id="r1", count=1, dialog_mix={"\x00\u00e9": 1.0}
+                ),
+                timeout=5,
+            )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    trailer = dict(err.value.trailing_metadata())["kiln-error-field"]
+    assert trailer == "dialog_mix.\\x00\\xe9"
+
+
 def test_unbuilt_rpc_is_unimplemented(grpc_server, settings) -> None:
     """An RPC a servicer does not override answers UNIMPLEMENTED (the generated base)."""
 
