@@ -338,10 +338,13 @@ class JobContext:
             "message": message,
             "metrics": metrics or {},
         }
-        self.jobs.set_progress(self.job_id, progress)
-        if self._on_progress:
-            self._on_progress(progress)
-        self.check_cancelled()
+        try:
+            self.jobs.set_progress(self.job_id, progress)
+            if self._on_progress:
+                self._on_progress(progress)
+            self.check_cancelled()
+        except Unavailable as exc:  # progress is best effort: the work goes on through an outage
+            log.warning("progress not recorded: %s", exc)
 
 
 TaskBody = Callable[[JobContext, dict[str, Any]], JobResult]
@@ -356,6 +359,40 @@ def worker_resources() -> tuple[JobStore, ObjectStore]:
         _worker_resources.clear()
         _worker_resources[pid] = (JobStore(redis_client()), ObjectStore())
     return _worker_resources[pid]
+
+
+def _celery_progress(task: Any, progress: dict[str, Any]) -> None:
+    """Mirrors progress into Celery's result backend (Redis), Unavailable when it is down."""
+    import redis
+
+    try:
+        task.update_state(state="PROGRESS", meta=progress)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Unavailable(f"result backend (Redis) unreachable: {exc}") from exc
+
+
+def _finish(
+    jobs: JobStore,
+    job_id: str,
+    state: JobState,
+    result: JobResult | None = None,
+    error: str = "",
+) -> None:
+    """Records a job's end, waiting out a Redis outage of up to KILN_REDIS_OUTAGE_S (the work
+    is done; losing its record would make a redelivery redo it). Unavailable after that, and
+    the unacknowledged message is redelivered once Redis is back."""
+    deadline = time.monotonic() + get_settings().redis_outage_s
+    delay = 0.5
+    while True:
+        try:
+            jobs.finish(job_id, state, result, error)
+            return
+        except Unavailable as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("waiting for Redis to record the job's end: %s", exc)
+            time.sleep(delay)
+            delay = min(2 * delay, 10.0)
 
 
 def job_task(app: Any, name: str, **options: Any) -> Callable[[TaskBody], Any]:
@@ -384,18 +421,19 @@ def job_task(app: Any, name: str, **options: Any) -> Callable[[TaskBody], Any]:
                     attempt,
                     jobs,
                     objects,
-                    on_progress=lambda p: self.update_state(state="PROGRESS", meta=p),
+                    on_progress=lambda p: _celery_progress(self, p),
                 )
                 try:
                     result = body(ctx, payload)
                 except Cancelled as exc:
-                    jobs.finish(job_id, JobState.CANCELLED, error=str(exc))
+                    _finish(jobs, job_id, JobState.CANCELLED, error=str(exc))
                     return {"state": JobState.CANCELLED.value}
                 except Exception as exc:
-                    jobs.finish(job_id, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
+                    error = f"{type(exc).__name__}: {exc}"
+                    _finish(jobs, job_id, JobState.FAILED, error=error)
                     log.exception("job failed")
                     raise
-                jobs.finish(job_id, JobState.SUCCEEDED, result)
+                _finish(jobs, job_id, JobState.SUCCEEDED, result)
                 return {
                     "state": JobState.SUCCEEDED.value,
                     "outputs": [o.to_dict() for o in result.outputs],

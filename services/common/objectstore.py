@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -80,6 +81,24 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _http_client() -> Any:
+    """MinIO's default pool, except that refused connections are not retried inside urllib3
+    (5 times with backoff, per call): `_call` owns the retries, so an endpoint that is down
+    becomes UNAVAILABLE after KILN_S3_RETRIES attempts, not that many times five."""
+    import certifi
+    import urllib3
+
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=10, read=300),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(
+            total=5, connect=0, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+        ),
+    )
+
+
 class ObjectStore:
     """Bucket-scoped access to S3/MinIO with sha256 on every object."""
 
@@ -94,6 +113,7 @@ class ObjectStore:
             secret_key=self.settings.s3_secret_key,
             secure=self.settings.s3_secure,
             region=self.settings.s3_region,
+            http_client=_http_client(),
         )
 
     # -- retry wrapper -------------------------------------------------------------------

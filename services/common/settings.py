@@ -59,6 +59,9 @@ class Settings(BaseSettings):
 
     task_time_limit_s: int = Field(6 * 3600, description="hard limit of the longest task")
     visibility_timeout_s: int = Field(0, description="Redis redelivery timeout; 0: limit + 10%")
+    redis_outage_s: float = Field(
+        300.0, description="how long a worker waits for Redis to come back to record a job's end"
+    )
     worker_concurrency: int = Field(1, description="prefork children per worker")
 
     max_concurrent_generations: int = Field(8, description="inference slots per server")
