@@ -98,7 +98,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.settings = settings
         self.jobs = jobs
         self.registry = registry or ModelRegistry(settings.models_dir)
-        self.slots = asyncio.Semaphore(settings.max_concurrent_generations)
+        self.slots = asyncio.Semaphore(settings.generation_slots)
         self.running: dict[str, threading.Event] = {}
 
     async def Generate(
