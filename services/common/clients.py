@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from kiln.common.v1 import common_pb2_grpc
+from services.common import errors
 from services.common.settings import SERVICES, Settings, get_settings
 
 STUBS: dict[str, tuple[str, str]] = {
@@ -171,6 +172,25 @@ class KilnClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def downstream_error(exc: grpc.RpcError, service: str) -> errors.KilnError:
+    """A failed call to another kiln service as the kiln error its caller should answer:
+    the callee's verdict on the request keeps its code (NOT_FOUND, INVALID_ARGUMENT, ...);
+    a callee that is down, slow or broken is UNAVAILABLE to the caller."""
+    code, details = exc.code(), f"{service}: {exc.details()}"
+    if code == grpc.StatusCode.NOT_FOUND:
+        return errors.NotFound(details)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        trailer = dict(exc.trailing_metadata() or ()).get("kiln-error-field", "")
+        return errors.InvalidInput(f"{service}.{trailer}" if trailer else service, details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return errors.FailedPrecondition(details)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.ResourceExhausted(details)
+    if code == grpc.StatusCode.CANCELLED:
+        return errors.Cancelled(details)
+    return errors.Unavailable(f"{details} ({code.name})")
 
 
 def connect(service: str, **kwargs: Any) -> KilnClient:

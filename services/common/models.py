@@ -35,9 +35,13 @@ def fetch_source(source: str, field: str, settings: Settings | None = None) -> P
     """A local folder as is, or checkpoints/<run>/<step> downloaded from the object store."""
     if source.startswith("checkpoints/"):
         return fetch_checkpoint(source, settings=settings, field=field)
-    folder = Path(source).expanduser()
-    if not folder.is_dir():
-        raise InvalidInput(field, f"{source} is not a folder on the server")
+    try:
+        folder = Path(source).expanduser()
+        is_folder = folder.is_dir()
+    except (OSError, ValueError, RuntimeError) as exc:  # too long, a NUL byte, unknown ~user
+        raise InvalidInput(field, f"not a usable path: {exc.__class__.__name__}") from exc
+    if not is_folder:
+        raise InvalidInput(field, f"{source[:200]} is not a folder on the server")
     return folder
 
 

@@ -16,8 +16,8 @@ from services.llm.base import (
     validate_prompt,
 )
 from services.llm.tokens import (
+    encode_context,
     encode_continuation,
-    encode_prompt,
     folder_fingerprint,
     render_prompt,
 )
@@ -88,7 +88,7 @@ class HFBackend:
         import torch
 
         params.validate()
-        rows = [encode_prompt(self.tokenizer, validate_prompt(p)) for p in prompts]
+        rows = [encode_context(self.tokenizer, validate_prompt(p)) for p in prompts]
         if not rows:
             return []
         ids, mask = self._left_pad(rows)
@@ -154,7 +154,7 @@ class HFBackend:
         from transformers import DynamicCache
 
         params.validate()
-        prompt_ids = encode_prompt(self.tokenizer, validate_prompt(prompt))
+        prompt_ids = encode_context(self.tokenizer, validate_prompt(prompt))
         generator = None
         if not params.greedy:
             generator = torch.Generator(device=self.device)
@@ -207,7 +207,7 @@ class HFBackend:
 
         if len(prompts) != len(continuations):
             raise ValueError("one continuation per prompt")
-        prefix = [encode_prompt(self.tokenizer, validate_prompt(p)) for p in prompts]
+        prefix = [encode_context(self.tokenizer, validate_prompt(p)) for p in prompts]
         suffix = [encode_continuation(self.tokenizer, c) for c in continuations]
         rows: list[list[int]] = []
         row_of: dict[tuple[int, ...], int] = {}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
+from services.common.errors import Unavailable
 from services.llm.base import Completion, Prompt, SamplingParams, TokenScores, validate_prompt
 from services.llm.scripted import render_plain
 
@@ -37,6 +39,19 @@ def sampling_to_pb(params: SamplingParams) -> Any:
     if params.seed is not None:
         fields["seed"] = params.seed
     return pb.SamplingParams(**fields)
+
+
+@contextmanager
+def _downstream() -> Iterator[None]:
+    """The inference service's failures as kiln errors (see downstream_error)."""
+    import grpc
+
+    from services.common.clients import downstream_error
+
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise downstream_error(exc, "inference") from exc
 
 
 class RemoteBackend:
@@ -84,17 +99,18 @@ class RemoteBackend:
             tools=self.tools,
             **prompt_fields(validate_prompt(prompt)),
         )
-        for response in self.client.stub.Generate(request):
-            if response.WhichOneof("kind") == "complete":
-                done = response.complete
-                return Completion(
-                    done.text,
-                    list(done.token_ids),
-                    done.finish_reason,
-                    int(done.usage.prompt_tokens),
-                    list(done.logprobs) if params.logprobs else None,
-                )
-        raise RuntimeError("Generate stream ended without a complete message")
+        with _downstream():
+            for response in self.client.stub.Generate(request):
+                if response.WhichOneof("kind") == "complete":
+                    done = response.complete
+                    return Completion(
+                        done.text,
+                        list(done.token_ids),
+                        done.finish_reason,
+                        int(done.usage.prompt_tokens),
+                        list(done.logprobs) if params.logprobs else None,
+                    )
+        raise Unavailable("inference: the Generate stream ended without a complete message")
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
         params.validate()
@@ -114,7 +130,8 @@ class RemoteBackend:
         ]
         if not items:
             return []
-        reply = self.client.stub.Score(
-            pb.ScoreRequest(request_id=uuid.uuid4().hex, model=self.model, items=items)
-        )
+        with _downstream():
+            reply = self.client.stub.Score(
+                pb.ScoreRequest(request_id=uuid.uuid4().hex, model=self.model, items=items)
+            )
         return [TokenScores(list(r.token_ids), list(r.logprobs)) for r in reply.results]

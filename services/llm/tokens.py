@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from services.common.errors import InvalidInput
 from services.llm.base import Prompt
 
 
@@ -23,6 +24,16 @@ def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
     if isinstance(prompt, str):
         return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
     return list(tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+
+
+def encode_context(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """encode_prompt for generating or scoring a continuation: the model conditions on at
+    least one token (InvalidInput if the prompt encodes to none, e.g. "" with a tokenizer
+    that adds no BOS: there is nothing to predict the first new token from)."""
+    ids = encode_prompt(tokenizer, prompt)
+    if not ids:
+        raise InvalidInput("prompt", "encodes to no tokens; the model needs one to condition on")
+    return ids
 
 
 def encode_continuation(tokenizer: Any, continuation: str) -> list[int]:

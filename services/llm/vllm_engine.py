@@ -20,8 +20,8 @@ from services.llm.base import (
     validate_prompt,
 )
 from services.llm.tokens import (
+    encode_context,
     encode_continuation,
-    encode_prompt,
     folder_fingerprint,
     render_prompt,
 )
@@ -78,7 +78,7 @@ class VLLMBackend:
         from vllm import SamplingParams as VSamplingParams
 
         params.validate()
-        rows = [encode_prompt(self.tokenizer, validate_prompt(p)) for p in prompts]
+        rows = [encode_context(self.tokenizer, validate_prompt(p)) for p in prompts]
         if not rows:
             return []
         sampling = VSamplingParams(
@@ -111,7 +111,7 @@ class VLLMBackend:
 
         if len(prompts) != len(continuations):
             raise ValueError("one continuation per prompt")
-        prefix = [encode_prompt(self.tokenizer, validate_prompt(p)) for p in prompts]
+        prefix = [encode_context(self.tokenizer, validate_prompt(p)) for p in prompts]
         suffix = [encode_continuation(self.tokenizer, c) for c in continuations]
         if not prefix:
             return []

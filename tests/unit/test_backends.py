@@ -71,6 +71,18 @@ def test_hf_stream_abort_stops_early(hf: HFBackend) -> None:
     assert len(tokens) == 3
 
 
+def test_hf_refuses_a_prompt_with_no_tokens(hf: HFBackend) -> None:
+    """The tiny tokenizer adds no BOS, so "" is no tokens: nothing to condition on (the
+    fuzzer found this as INTERNAL from torch)."""
+    with pytest.raises(InvalidInput, match="prompt: encodes to no tokens"):
+        hf.generate([""], SamplingParams(max_tokens=2))
+    with pytest.raises(InvalidInput, match="prompt: encodes to no tokens"):
+        list(hf.stream("", SamplingParams(max_tokens=2)))
+    with pytest.raises(InvalidInput, match="prompt: encodes to no tokens"):
+        hf.score([""], ["ab cd"])
+    assert len(hf.score(["x"], ["ab"])[0].logprobs) >= 1
+
+
 def test_scripted_is_deterministic_with_bytes_as_tokens() -> None:
     backend = ScriptedBackend(
         rules=[(r"capital of (\w+)", r"The capital of \1 is unknown."), (r"hello", "hi there")]

@@ -26,3 +26,12 @@ def test_traversal_and_odd_keys_refused(key: str) -> None:
 )
 def test_ordinary_keys_pass(key: str) -> None:
     assert validate_key(key) == key
+
+
+@pytest.mark.parametrize("source", ["x" * 5000, "a\x00b", "~no-such-user-kiln/x", "/no/such/dir"])
+def test_unusable_model_paths_are_invalid_input(source: str) -> None:
+    from services.common.models import fetch_source
+
+    with pytest.raises(InvalidInput) as err:
+        fetch_source(source, "local_path")
+    assert err.value.field == "local_path"
