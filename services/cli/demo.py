@@ -22,6 +22,7 @@ import json
 import os
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,7 @@ class Pipeline:
     def __init__(self, home: Path, console: Console, config: DemoConfig) -> None:
         from services.common.objectstore import ObjectStore
 
-        self.home, self.console, self.config = home, console, config
+        self.home, self.config = home, config
         self.run = uuid.uuid4().hex[:8]
         self.store = ObjectStore()
         self.bar = progress_bar(console)
@@ -259,13 +260,8 @@ class Pipeline:
         summary = _summary(self.dialogs_job)
         stats = self.store.get_json(summary["dataset"].rsplit("/", 1)[0] + "/stats.json")
         rejected = sum(s["failed"] for s in stats.values() if isinstance(s, dict) and "failed" in s)
-        self.dialogs = [
-            json.loads(line)
-            for line in self.store.get_bytes(summary["dataset"]).decode().splitlines()
-        ]
-        types = {}
-        for row in self.dialogs:
-            types[row["dialog_type"]] = types.get(row["dialog_type"], 0) + 1
+        self.dialogs = self.store.get_jsonl(summary["dataset"])
+        types = Counter(row["dialog_type"] for row in self.dialogs)
         mix = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
         return StageResult(
             "toolsynth",
@@ -352,12 +348,7 @@ class Pipeline:
             )
             self.train_job = follow(client, job.id, self.bar, "trainer")
         summary = _summary(self.train_job)
-        history = [
-            json.loads(line)
-            for line in self.store.get_bytes(_output(self.train_job, "metrics.jsonl"))
-            .decode()
-            .splitlines()
-        ]
+        history = self.store.get_jsonl(_output(self.train_job, "metrics.jsonl").key)
         self.checkpoint = summary["checkpoints"][-1]
         losses = [h["loss"] for h in history]
         return StageResult(
@@ -403,12 +394,8 @@ class Pipeline:
                     ),
                     kv=kv,
                 )
-                text = ""
-                for response in client.stub.Generate(request, timeout=300):
-                    if response.WhichOneof("kind") == "chunk":
-                        text += response.chunk.text
-                    else:
-                        stats = response.complete.kv_stats
+                *_, last = client.stub.Generate(request, timeout=300)
+                text, stats = last.complete.text, last.complete.kv_stats
                 used, full = used + stats.bytes_used, full + stats.bytes_full
                 self.answers.append(
                     {
@@ -420,11 +407,10 @@ class Pipeline:
                     }
                 )
                 self.bar.advance(task)
-        self.kv_saved = 1 - used / full
         return StageResult(
             "inference",
             f"{len(QUESTIONS)} answers from the tuned adapter streamed over a SnapKV 4-bit KV "
-            f"cache: {used:,} of {full:,} bytes ({self.kv_saved:.0%} saved)",
+            f"cache: {used:,} of {full:,} bytes ({1 - used / full:.0%} saved)",
             f"model {TUNED} <- {self.checkpoint}",
             time.perf_counter() - t0,
             {"answers": self.answers},

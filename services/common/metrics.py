@@ -87,11 +87,12 @@ def serve_metrics(service: str, settings: Settings) -> int:
     """Starts the /metrics endpoint if KILN_METRICS_PORT is set; returns its port (0: off)."""
     import redis
 
+    if not settings.metrics_port:
+        return 0
+    # fails fast (not redis_client's retries with backoff): a scrape must not hang on Redis
     _queue_depth.queues[service] = redis.Redis.from_url(
         settings.redis_url, socket_timeout=1, socket_connect_timeout=1
     )
-    if not settings.metrics_port:
-        return 0
     server, _ = start_http_server(settings.metrics_port, addr=settings.listen_host)
     return server.server_port
 
@@ -115,11 +116,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         method, service = details.method, self.service
 
         def observe(context: grpc.aio.ServicerContext, start: float, failed: bool) -> None:
-            code = context.code()
-            if code is None:  # no status set: success, or the client went away mid-call
-                name = "CANCELLED" if failed else "OK"
-            else:
-                name = code.name if isinstance(code, grpc.StatusCode) else _code_name(code)
+            code = context.code()  # a StatusCode; None: success, or the client went away
+            name = code.name if code is not None else ("CANCELLED" if failed else "OK")
             RPC_REQUESTS.labels(service, method, name).inc()
             RPC_LATENCY.labels(service, method).observe(time.perf_counter() - start)
 
@@ -149,10 +147,3 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return unary
 
         return rebuild_handler(handler, wrap)
-
-
-def _code_name(value: int) -> str:
-    for code in grpc.StatusCode:
-        if code.value[0] == value:
-            return code.name
-    return str(value)

@@ -226,6 +226,10 @@ class ObjectStore:
     def get_json(self, ref: ObjectRef | str) -> Any:
         return json.loads(self.get_bytes(ref))
 
+    def get_jsonl(self, ref: ObjectRef | str) -> list[Any]:
+        """The rows put_jsonl wrote."""
+        return [json.loads(line) for line in self.get_bytes(ref).splitlines() if line.strip()]
+
     def get_file(self, ref: ObjectRef | str, dest: Path) -> Path:
         """Downloads to dest atomically (temp file + rename) after verifying sha256."""
         expected = self._expected(ref)

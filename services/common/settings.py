@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -72,17 +71,6 @@ class Settings(BaseSettings):
     openai_base_url: str = Field("", description="OpenAI-compatible endpoint of the openai backend")
     openai_api_key: str = Field("", description="its API key")
     cache_dir: Path | None = Field(None, description="download cache; default <home>/cache")
-
-    @property
-    def generation_slots(self) -> int:
-        """Concurrent generations per server. On CPU each decode thread competes for the same
-        cores and the GIL: benchmarks/load.py measured 0.45x the sequential throughput with
-        8 slots on 2 cores, 1.01x with 1."""
-        if self.max_concurrent_generations > 0:
-            return self.max_concurrent_generations
-        import torch
-
-        return 8 if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // 4)
 
     def port(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))

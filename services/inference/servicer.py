@@ -9,6 +9,7 @@ Abort (by request_id) or the client cancelling the stream stops its decode loop 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -91,6 +92,15 @@ def kv_stats_to_pb(stats: KVStats) -> pb.KVStats:
     )
 
 
+def default_generation_slots() -> int:
+    """Concurrent generations per server: 8 on a GPU; on CPU one per 4 cores, since decode
+    threads compete for the same cores and the GIL (benchmarks/load.py, 2 cores: 8 slots gave
+    0.45x the sequential throughput, 1 slot 1.01x)."""
+    import torch
+
+    return 8 if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // 4)
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def __init__(
         self, settings: Settings, jobs: JobManager, registry: ModelRegistry | None = None
@@ -98,7 +108,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.settings = settings
         self.jobs = jobs
         self.registry = registry or ModelRegistry(settings.models_dir)
-        self.slots = asyncio.Semaphore(settings.generation_slots)
+        self.slots = asyncio.Semaphore(
+            settings.max_concurrent_generations or default_generation_slots()
+        )
         self.running: dict[str, threading.Event] = {}
 
     async def Generate(

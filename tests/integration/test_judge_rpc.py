@@ -143,7 +143,7 @@ def test_evaluation_job_and_estimate(stack, worker) -> None:
     assert 0.0 <= summary["accuracy"] <= 1.0 and "order_agreement" in summary
     names = {o.key.rsplit("/", 1)[1] for o in final.outputs}
     assert names == {"MANIFEST.json", "judgments.jsonl", "report.json"}
-    rows = [json.loads(x) for x in store.get_bytes(f"runs/{job.id}/judgments.jsonl").splitlines()]
+    rows = store.get_jsonl(f"runs/{job.id}/judgments.jsonl")
     assert [r["index"] for r in rows] == [0, 1, 2, 3]
     assert all(r["forward"]["text"] and r["swapped"]["text"] for r in rows)
     saved = json.loads(store.get_bytes(f"runs/{job.id}/report.json"))
@@ -174,8 +174,8 @@ def test_crowd_sampling_job_writes_an_sft_set(stack, worker) -> None:
     assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.error
     prefix = f"datasets/hello-sft/{job.id}"
     assert store.is_committed(prefix) and final.summary["rows"] == 2
-    sft = [json.loads(x) for x in store.get_bytes(f"{prefix}/data.jsonl").splitlines()]
-    selections = [json.loads(x) for x in store.get_bytes(f"{prefix}/selections.jsonl").splitlines()]
+    sft = store.get_jsonl(f"{prefix}/data.jsonl")
+    selections = store.get_jsonl(f"{prefix}/selections.jsonl")
     for row, sel in zip(sft, selections, strict=True):
         user, assistant = row["messages"]
         assert user == {"role": "user", "content": sel["prompt"]}

@@ -142,12 +142,12 @@ def test_template_synthesis_job_is_byte_reproducible(client, kiln_env, worker) -
         "stats.json",
         "rejected.jsonl",
     }
-    rows = [json.loads(x) for x in store.get_bytes(f"{prefix}/data.jsonl").splitlines()]
+    rows = store.get_jsonl(f"{prefix}/data.jsonl")
     dialogs = [from_toolace(r) for r in rows]
     assert len(dialogs) == 8 and not any(dialog_errors(d) for d in dialogs)
     stats = store.get_json(f"{prefix}/stats.json")
     assert stats["rules"]["passed"] >= 8
-    rejected = [json.loads(x) for x in store.get_bytes(f"{prefix}/rejected.jsonl").splitlines()]
+    rejected = store.get_jsonl(f"{prefix}/rejected.jsonl")
     assert stats["rules"]["failed"] == sum(
         r["errors"][0].split(":")[0] in ("api", "call", "dialog", "consistency") for r in rejected
     )

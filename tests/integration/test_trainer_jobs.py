@@ -335,7 +335,7 @@ def test_prepare_data_through_inference_and_the_cli(
             final = watch(client, job.id)[-1]
             prefix = f"datasets/{method}-out/{job.id}"
             assert store.is_committed(prefix)
-            rows = [json.loads(x) for x in store.get_bytes(f"{prefix}/data.jsonl").splitlines()]
+            rows = store.get_jsonl(f"{prefix}/data.jsonl")
             results[method] = (rows, store.get_json(f"{prefix}/stats.json"), final)
     rise_rows, rise_stats, _ = results["rise"]
     assert rise_stats["samples"] == 8 and rise_stats["problems"] == 4
