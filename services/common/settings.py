@@ -65,8 +65,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, description="prefork children per worker")
 
     max_concurrent_generations: int = Field(
-        0, description="inference slots per server; 0: 8 on a GPU, else one per 4 CPU cores"
+        0,
+        description="slots for Score, vLLM and tool-use generations per server; "
+        "0: 8 on a GPU, else one per 4 CPU cores",
     )
+    decode_batch: int = Field(
+        16, ge=1, description="sequences the hf engine decodes together (continuous batching)"
+    )
+    device: str = Field("", description="torch device of hf models; empty: cuda if available")
     models_dir: Path | None = Field(None, description="local folder of named models")
     openai_base_url: str = Field("", description="OpenAI-compatible endpoint of the openai backend")
     openai_api_key: str = Field("", description="its API key")

@@ -26,14 +26,13 @@ from services.common.metrics import record_generation
 from services.common.models import resolve_model
 from services.common.sandbox import SandboxLimits
 from services.common.settings import Settings
+from services.inference.core.batching import END_OF_STREAM
 from services.inference.core.budget import KVConfig, plan_kv
 from services.inference.core.generation import KVStats
 from services.inference.core.registry import ModelRegistry
 from services.inference.core.tool_integrated import TIRConfig, generate_with_tools
 from services.llm.base import Prompt, SamplingParams, truncate_at_stop
 from services.llm.tokens import encode_prompt
-
-_DONE = object()
 
 
 def prompt_from_pb(message: Any, field: str) -> Prompt:
@@ -93,12 +92,20 @@ def kv_stats_to_pb(stats: KVStats) -> pb.KVStats:
 
 
 def default_generation_slots() -> int:
-    """Concurrent generations per server: 8 on a GPU; on CPU one per 4 cores, since decode
-    threads compete for the same cores and the GIL (benchmarks/load.py, 2 cores: 8 slots gave
-    0.45x the sequential throughput, 1 slot 1.01x)."""
+    """Concurrent Score, vLLM and tool-use calls per server (hf streams are batched instead):
+    8 on a GPU; on CPU one per 4 cores, since their threads compete for the same cores and
+    the GIL (benchmarks/load.py, 2 cores: 8 slots gave 0.45x the sequential throughput, 1
+    slot 1.01x)."""
     import torch
 
     return 8 if torch.cuda.is_available() else max(1, (os.cpu_count() or 1) // 4)
+
+
+def torch_device(configured: str) -> str:
+    """The configured device, or cuda when a GPU is visible, else cpu."""
+    import torch
+
+    return configured or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
@@ -107,7 +114,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> None:
         self.settings = settings
         self.jobs = jobs
-        self.registry = registry or ModelRegistry(settings.models_dir)
+        self.registry = registry or ModelRegistry(
+            settings.models_dir, torch_device(settings.device), settings.decode_batch
+        )
         self.slots = asyncio.Semaphore(
             settings.max_concurrent_generations or default_generation_slots()
         )
@@ -135,31 +144,40 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         if request.request_id in self.running:
             raise InvalidInput("request_id", "a generation with this id is already running")
         use_vllm = model.engine == "vllm" and kv is None and request.engine != "hf"
+        abort = threading.Event()
+        self.running[request.request_id] = abort
+        try:
+            if request.tools.max_rounds:
+                if kv is not None:
+                    raise InvalidInput("tools", "tool use and KV compression do not combine")
+                stream = self._in_slot(
+                    self._generate_with_tools(model, prompt, params, request.tools)
+                )
+            elif use_vllm:
+                stream = self._in_slot(self._generate_vllm(model, prompt, params))
+            else:  # the model's continuous batcher admits it
+                stream = self._generate_hf(model, prompt, params, kv, abort)
+            started = time.perf_counter()
+            async for response in stream:
+                if response.WhichOneof("kind") == "complete":
+                    record_generation(
+                        request.model,
+                        response.complete.usage.completion_tokens,
+                        time.perf_counter() - started,
+                        response.complete.kv_stats,
+                    )
+                yield response
+        finally:
+            abort.set()
+            self.running.pop(request.request_id, None)
+
+    async def _in_slot(
+        self, stream: AsyncIterator[pb.GenerateResponse]
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        """stream, run while holding one of the server's generation slots."""
         async with self.slots:
-            abort = threading.Event()
-            self.running[request.request_id] = abort
-            try:
-                if request.tools.max_rounds:
-                    if kv is not None:
-                        raise InvalidInput("tools", "tool use and KV compression do not combine")
-                    stream = self._generate_with_tools(model, prompt, params, request.tools)
-                elif use_vllm:
-                    stream = self._generate_vllm(model, prompt, params)
-                else:
-                    stream = self._generate_hf(model, prompt, params, kv, abort)
-                started = time.perf_counter()
-                async for response in stream:
-                    if response.WhichOneof("kind") == "complete":
-                        record_generation(
-                            request.model,
-                            response.complete.usage.completion_tokens,
-                            time.perf_counter() - started,
-                            response.complete.kv_stats,
-                        )
-                    yield response
-            finally:
-                abort.set()
-                self.running.pop(request.request_id, None)
+            async for response in stream:
+                yield response
 
     async def _generate_with_tools(
         self, model: Any, prompt: Prompt, params: SamplingParams, tools: pb.ToolUse
@@ -221,26 +239,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         abort: threading.Event,
     ) -> AsyncIterator[pb.GenerateResponse]:
         backend = self.registry.hf_backend(model)
+        seq = backend.sequence(prompt, params, abort, kv)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        kv_stats: list[KVStats] = []
-
-        def decode() -> None:
-            try:
-                for item in backend.stream(prompt, params, abort, kv, kv_stats):
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-            except BaseException as exc:  # delivered to the RPC, which maps it
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-
+        backend.batcher.submit(seq, lambda item: loop.call_soon_threadsafe(queue.put_nowait, item))
         tokenizer = backend.tokenizer
-        worker = loop.run_in_executor(None, decode)
         tokens: list[int] = []
         logprobs: list[float] = []
         sent_text, sent_tokens, finish = "", 0, "length"
         try:
-            while (item := await queue.get()) is not _DONE:
+            while (item := await queue.get()) is not END_OF_STREAM:
                 if isinstance(item, BaseException):
                     raise item
                 token, logprob = item
@@ -264,9 +272,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     break
             if abort.is_set() and finish != "stop":
                 finish = "abort"
+            abort.set()
+            while item is not END_OF_STREAM:  # the decoder lets go of seq within a step
+                item = await queue.get()
         finally:
             abort.set()
-            await worker
         complete = pb.GenerateComplete(
             text=sent_text,
             token_ids=tokens,
@@ -279,8 +289,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 calls=1,
             ),
         )
-        if kv_stats:
-            complete.kv_stats.CopyFrom(kv_stats_to_pb(kv_stats[0]))
+        if kv is not None and seq.stats is not None:
+            complete.kv_stats.CopyFrom(kv_stats_to_pb(seq.stats))
         yield pb.GenerateResponse(complete=complete)
 
     async def PlanKV(

@@ -53,6 +53,7 @@ class HFBackend:
         name: str | None = None,
         score_batch: int = 16,
         adapters: Sequence[Path] = (),
+        decode_batch: int = 16,
     ) -> None:
         self.path = Path(path)
         self.model = name or self.path.name
@@ -61,6 +62,9 @@ class HFBackend:
         self.hf_model, self.tokenizer = model, tokenizer
         self.device = device
         self.score_batch = score_batch
+        self.decode_batch = decode_batch
+        self._batcher: Any = None
+        self._batcher_lock = threading.Lock()
         merged = "".join(f"+{folder_fingerprint(a)}" for a in adapters)
         self._fingerprint = f"hf:{folder_fingerprint(self.path)}{merged}:{dtype}"
         if self.tokenizer.pad_token_id is None:
@@ -145,13 +149,32 @@ class HFBackend:
     ) -> Iterator[tuple[int, float]]:
         """Decodes one prompt token by token: yields (token id, its log-prob under the model).
 
-        Stops after EOS, max_tokens, or when abort is set (the caller handles stop strings).
-        Greedy decoding gives the same tokens as generate(); sampling draws from a
-        torch.Generator seeded by params.seed. kv (a services.inference.core.budget.KVConfig)
-        decodes over the kiln compressed cache and appends its KVStats to kv_stats.
+        Concurrent streams share one continuously batched decoder (see
+        services.inference.core.batching). Stops after EOS, max_tokens, or when abort is set
+        (the caller handles stop strings). Greedy decoding gives the same tokens as
+        generate(); sampling draws from a torch.Generator seeded by params.seed. kv (a
+        services.inference.core.budget.KVConfig) decodes over a compressed cache and appends
+        its KVStats to kv_stats.
         """
+        seq = self.sequence(prompt, params, abort, kv)
+        try:
+            yield from self.batcher.run(seq)
+        finally:
+            if kv is not None and kv_stats is not None and seq.stats is not None:
+                kv_stats.append(seq.stats)
+
+    def sequence(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        abort: threading.Event | None = None,
+        kv: Any = None,
+    ) -> Any:
+        """A validated, planned services.inference.core.generation.Sequence for the batcher
+        (kv None: an uncompressed cache)."""
         import torch
-        from transformers import DynamicCache
+
+        from services.inference.core.budget import KVConfig
 
         params.validate()
         prompt_ids = encode_context(self.tokenizer, validate_prompt(prompt))
@@ -165,38 +188,26 @@ class HFBackend:
         def choose(logprobs: Any) -> int:
             return sample_token(logprobs, params, generator)
 
-        if kv is not None:
-            from services.inference.core.generation import compressed_stream
+        return self.batcher.batch.sequence(
+            prompt_ids,
+            params.max_tokens,
+            choose,
+            kv or KVConfig(),
+            self.tokenizer.eos_token_id,
+            abort,
+        )
 
-            yield from compressed_stream(
-                self.hf_model,
-                prompt_ids,
-                params.max_tokens,
-                choose,
-                kv,
-                self.tokenizer.eos_token_id,
-                abort,
-                kv_stats,
-            )
-            return
-        ids = torch.tensor([prompt_ids], device=self.device)
-        cache = DynamicCache()
-        with torch.inference_mode():
-            logits = self.hf_model(input_ids=ids, past_key_values=cache, use_cache=True).logits
-            for step in range(params.max_tokens):
-                logprobs = logits[0, -1].float().log_softmax(-1)
-                token = choose(logprobs)
-                yield token, float(logprobs[token])
-                if (
-                    token == self.tokenizer.eos_token_id
-                    or step == params.max_tokens - 1
-                    or (abort and abort.is_set())
-                ):
-                    return
-                next_ids = torch.tensor([[token]], device=self.device)
-                logits = self.hf_model(
-                    input_ids=next_ids, past_key_values=cache, use_cache=True
-                ).logits
+    @property
+    def batcher(self) -> Any:
+        """The model's continuous batcher (created on first use)."""
+        with self._batcher_lock:
+            if self._batcher is None:
+                from services.inference.core.batching import BatchingConfig, ContinuousBatcher
+
+                self._batcher = ContinuousBatcher(
+                    self.hf_model, BatchingConfig(max_batch=self.decode_batch)
+                )
+            return self._batcher
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         """Items sharing a prompt share one forward pass: a row holds the prompt followed by

@@ -87,7 +87,7 @@ def test_pyramid_budgets() -> None:
         (KVConfig("snapkv", budget_bytes=10**8, group_size=48), "kv.group_size"),
         (KVConfig("snapkv", budget_bytes=10**8, residual_length=48), "kv.residual_length"),
         (KVConfig("snapkv", budget_bytes=10**8, compress_decode=True), "kv.compress_decode"),
-        (KVConfig("h2o", budget_bytes=10**8, bits=4, compress_decode=True), "kv.compress_decode"),
+        (KVConfig("h2o", budget_bytes=2000, bits=4, compress_decode=True), "kv.budget_bytes"),
         (KVConfig("snapkv", budget_bytes=-1), "kv.budget_bytes"),
         (KVConfig("snapkv", budget_bytes=10**8, kernel_size=4), "kv.kernel_size"),
     ],

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.inference.core.budget import KVConfig, QuantSpec, cache_bytes
-from services.inference.core.generation import compressed_stream, geometry_of
+from services.inference.core.budget import KVConfig, QuantSpec, cache_bytes, head_bytes
+from services.inference.core.generation import DecodeBatch, compressed_stream, geometry_of
 from services.inference.core.kv_cache import LayerStore
 from services.llm import SamplingParams
 from services.llm.hf import HFBackend
@@ -148,48 +148,108 @@ def test_h2o_decode_eviction_holds_the_budget(hf: HFBackend) -> None:
     assert stats.tokens_per_layer == budget  # decoded tokens evicted others, one for one
 
 
-def test_batched_decoding_with_a_budget_per_request(hf: HFBackend) -> None:
-    from services.inference.core.generation import batched_greedy
+def greedy(logprobs: torch.Tensor) -> int:
+    return int(logprobs.argmax())
 
-    prompts = [PROMPT, "12 + 30 = 42 and " * 6, "the weather in Oslo is " * 9]
+
+def decode_alone(hf: HFBackend, ids: list[int], config: KVConfig, max_tokens: int):
+    stats: list = []
+    eos = hf.tokenizer.eos_token_id
+    tokens = [
+        t
+        for t, _ in compressed_stream(
+            hf.hf_model, ids, max_tokens, greedy, config, eos, stats=stats
+        )
+    ]
+    return tokens, stats[0]
+
+
+def test_continuous_batching_equals_decoding_alone(hf: HFBackend) -> None:
+    """Sequences with different methods, budgets, bits and decode-time eviction join a running
+    batch one per step (its shape changes every step) and decode exactly as they do alone."""
+    prompts = [PROMPT, "12 + 30 = 42 and " * 6, "the weather in Oslo is " * 9, PROMPT, PROMPT]
     configs = [
         KVConfig("none", bits=16),
         KVConfig("snapkv", budget_fp16_tokens=24, window_size=8),
         KVConfig("streamingllm", bits=8, budget_fp16_tokens=40),
+        KVConfig("h2o", budget_fp16_tokens=20, compress_decode=True),
+        KVConfig(
+            "h2o",
+            bits=4,
+            group_size=16,
+            residual_length=16,
+            budget_fp16_tokens=43,
+            compress_decode=True,
+        ),
     ]
+    batch = DecodeBatch(hf.hf_model)
     ids = [encode_prompt(hf.tokenizer, p) for p in prompts]
-    batched = batched_greedy(hf.hf_model, ids, configs, 10, hf.tokenizer.eos_token_id)
-    for prompt_ids, config, got in zip(ids, configs, batched, strict=True):
-        alone = [
-            t
-            for t, _ in compressed_stream(
-                hf.hf_model,
-                prompt_ids,
-                10,
-                lambda lp: int(lp.argmax()),
-                config,
-                hf.tokenizer.eos_token_id,
-            )
-        ]
-        assert got == alone
+    seqs = [
+        batch.sequence(i, 24, greedy, c, hf.tokenizer.eos_token_id)
+        for i, c in zip(ids, configs, strict=True)
+    ]
+    produced: dict[int, list[int]] = {id(s): [] for s in seqs}
+    waiting = list(seqs)
+    widths = []
+    while waiting or batch.live:
+        if waiting and (event := batch.admit(waiting.pop(0))) is not None:
+            produced[id(event[0])].append(event[1])
+        widths.append(len(batch.live))
+        for seq, token, _ in batch.step():
+            produced[id(seq)].append(token)
+    assert max(widths) == len(seqs)  # all five decoded in one batch at some step
+    for seq, prompt_ids, config in zip(seqs, ids, configs, strict=True):
+        tokens, stats = decode_alone(hf, prompt_ids, config, 24)
+        assert produced[id(seq)] == tokens
+        assert seq.stats.tokens_per_layer == stats.tokens_per_layer
+        assert seq.stats.bytes_used == stats.bytes_used
 
 
-def test_transformers_generate_runs_on_the_kiln_cache(hf: HFBackend) -> None:
-    from services.inference.core.budget import plan_kv
-    from services.inference.core.generation import use_kiln_attention
-    from services.inference.core.kv_cache import KilnCache
+def test_quantized_group_eviction_keeps_the_rest_bit_exact() -> None:
+    store = LayerStore(QuantSpec(4, 16, 16), torch.float32, track_positions=True)
+    keys, values = torch.randn(2, 53, 64), torch.randn(2, 53, 64)
+    store.extend(keys, values, torch.arange(53).expand(2, -1))
+    assert store.quantized_tokens == 48 and store.residual_k.shape[1] == 5
+    before_k, before_v = store.keys_values()
+    store.evict_group(torch.tensor([1, 0]))  # head 0 loses tokens 16..31, head 1 tokens 0..15
+    after_k, after_v = store.keys_values()
+    kept = [[*range(16), *range(32, 53)], list(range(16, 53))]
+    for head, rows in enumerate(kept):
+        assert torch.equal(after_k[head], before_k[head, rows])  # decoded by the same scales
+        assert torch.equal(after_v[head], before_v[head, rows])
+        assert store.positions[head].tolist() == rows
+    assert store.nbytes() == 2 * head_bytes(37, QuantSpec(4, 16, 16), 64, 4, pruned=True)
 
-    ids = hf.tokenizer(PROMPT, return_tensors="pt").input_ids
-    reference = hf.hf_model.generate(ids, max_new_tokens=8, do_sample=False)
-    use_kiln_attention(hf.hf_model)
-    geometry = geometry_of(hf.hf_model)
-    for config, same in (
-        (KVConfig("none", bits=16), True),
-        (KVConfig("snapkv", budget_fp16_tokens=24, window_size=8), None),
-    ):
-        cache = KilnCache(plan_kv(config, ids.shape[1], geometry), config, geometry, torch.float32)
-        out = hf.hf_model.generate(ids, past_key_values=cache, max_new_tokens=8, do_sample=False)
-        if same:
-            assert torch.equal(out, reference)
-        assert cache.seen_tokens == ids.shape[1] + 7  # the last token is never fed back
-        assert cache.tokens_per_layer() == [n + 7 for n in cache.plan.tokens_per_layer]
+
+def test_quantized_streamingllm_decoding_holds_the_byte_budget(hf: HFBackend) -> None:
+    """4-bit StreamingLLM eviction while decoding: the cache never exceeds the budget, the
+    quantized history stays within its capacity, and it holds exactly the sink group plus the
+    newest tokens (positions hand-derived)."""
+    config = KVConfig(
+        "streamingllm",
+        bits=4,
+        group_size=16,
+        residual_length=16,
+        budget_fp16_tokens=43,
+        compress_decode=True,
+    )
+    ids = encode_prompt(hf.tokenizer, PROMPT)
+    batch = DecodeBatch(hf.hf_model)
+    seq = batch.sequence(ids, 40, greedy, config, None)
+    budget = 43 * batch.geometry.token_bytes(2)
+    capacity = seq.plan.decode_tokens[0]
+    assert capacity == 47 and seq.plan.tokens_per_layer == [47, 47]  # 2 blocks + 15 residual
+    batch.admit(seq)
+    first_group = seq.cache.layers[0].positions[0, :16].tolist()
+    assert first_group == [0, 1, 2, 3, *range(len(ids) - 43, len(ids) - 31)]
+    peak = seq.cache.nbytes()
+    while batch.live:
+        batch.step()
+        peak = max(peak, seq.cache.nbytes())
+        assert all(s.quantized_tokens <= capacity - 15 for s in seq.cache.layers)
+    assert peak == seq.plan.bytes <= budget
+    seen = seq.cache.seen_tokens
+    assert seen == len(ids) + 39
+    for store in seq.cache.layers:
+        newest = list(range(seen - (store.tokens - 16), seen))
+        assert store.positions[0].tolist() == first_group + newest

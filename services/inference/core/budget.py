@@ -134,6 +134,50 @@ def max_tokens(
     return min(limit, base + min(block - 1, room))
 
 
+def decode_capacity(budget: int, spec: QuantSpec, geometry: CacheGeometry, config: Any) -> int:
+    """Tokens per layer that decode-time eviction may hold within `budget` bytes.
+
+    16-bit: the largest N with bytes(N) <= budget; one token leaves per decoded token. b-bit:
+    single tokens cannot leave a quantization group, so eviction removes whole G-token groups
+    of the quantized history when a residual block is flushed. The cache then holds at most
+    C = k*R quantized tokens plus a residual of at most R - 1, and the capacity is the largest
+    k*R + R - 1 with bytes <= budget. Eviction needs a quantized group it may remove beyond
+    the newest block (and beyond the sink groups for StreamingLLM).
+    """
+    layers = geometry.num_layers
+
+    def total(n: int) -> int:
+        return cache_bytes([n] * layers, spec, geometry, pruned=True)
+
+    if spec.bits == 16:
+        capacity = budget // total(1)
+        if capacity < config.min_tokens():
+            raise InvalidInput(
+                "kv.budget_bytes",
+                f"{budget} bytes hold {capacity} 16-bit tokens; {config.method} "
+                f"needs at least {config.min_tokens()}",
+            )
+        return capacity
+    block, group = spec.residual_length, spec.group_size
+    protected = -(-config.sink_tokens // group) * group if config.method == "streamingllm" else 0
+    least = -(-(protected + group) // block)  # blocks of quantized history
+    low, high = 0, budget // max(1, total(block)) + 1
+    while low < high:  # the largest k with total(k*R + R - 1) <= budget
+        middle = (low + high + 1) // 2
+        if total(middle * block + block - 1) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    if low < least:
+        raise InvalidInput(
+            "kv.budget_bytes",
+            f"decode-time eviction at {spec.bits} bits removes {group}-token groups; "
+            f"{budget} bytes hold {low} quantized blocks of {block} tokens plus the "
+            f"residual, it needs {least} (raise the budget or lower group_size/residual_length)",
+        )
+    return low * block + block - 1
+
+
 @dataclass
 class KVPlan:
     method: str
@@ -146,6 +190,7 @@ class KVPlan:
     reason: str
     layer_budgets_note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    decode_tokens: list[int] = field(default_factory=list)  # compress_decode: capacity per layer
 
     @property
     def tokens_kept(self) -> int:
@@ -154,7 +199,10 @@ class KVPlan:
 
     @property
     def pruned(self) -> bool:
-        return any(n < self.sequence_length for n in self.tokens_per_layer)
+        """Tokens are evicted (at prefill, or while decoding), so positions are stored."""
+        return bool(self.decode_tokens) or any(
+            n < self.sequence_length for n in self.tokens_per_layer
+        )
 
 
 def budget_in_bytes(
@@ -213,13 +261,9 @@ class KVConfig:
             raise InvalidInput("kv.pyramid_beta", "must be >= 1")
         if self.compress_decode and self.method not in ("streamingllm", "h2o"):
             raise InvalidInput(
-                "kv.compress_decode", "decode-time compression is defined for streamingllm and h2o"
-            )
-        if self.compress_decode and self.bits not in (0, 16):
-            raise InvalidInput(
                 "kv.compress_decode",
-                "decode-time eviction removes single "
-                "tokens, which needs a 16-bit cache (bits 0 or 16)",
+                "decode-time compression is defined for streamingllm and h2o "
+                "(SnapKV and PyramidKV compress the prompt only)",
             )
         # bits 0 lets the policy quantize, so the group settings must hold for it too
         QuantSpec(self.bits or 4, self.group_size, self.residual_length).validate(head_dim)
@@ -270,14 +314,37 @@ def plan_kv(config: KVConfig, sequence_length: int, geometry: CacheGeometry) -> 
     if config.bits:
         bits = config.bits
         reason = f"{bits}-bit requested"
-    elif config.compress_decode:
-        bits, reason = 16, "decode-time eviction: 16-bit, pruning only"
     elif budget >= full:
         bits, reason = 16, "budget holds the full cache: uncompressed"
     elif fits_all(8):
         bits, reason = 8, "loose budget: every token at 8 bits"
     else:
         bits, reason = 4, "tight budget: more tokens at 4 bits"
+    if config.compress_decode:
+        try:
+            capacity = decode_capacity(budget, spec(bits), geometry, config)
+        except InvalidInput:
+            if config.bits or bits == 16:
+                raise
+            bits, reason = 16, "budget below whole quantization groups: 16-bit, pruning only"
+            capacity = decode_capacity(budget, spec(bits), geometry, config)
+        tokens = [min(sequence_length, capacity)] * layers
+        used = cache_bytes(tokens, spec(bits), geometry, pruned=True)
+        reason += (
+            f"; keeps {tokens[0]} of {sequence_length} tokens per layer, and at most "
+            f"{capacity} while decoding"
+        )
+        return KVPlan(
+            config.method,
+            bits,
+            tokens,
+            sequence_length,
+            used,
+            full,
+            spec(bits),
+            reason,
+            decode_tokens=[capacity] * layers,
+        )
     if fits_all(bits):
         tokens = [sequence_length] * layers
     else:

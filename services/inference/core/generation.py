@@ -1,5 +1,6 @@
 """Decoding with the kiln cache: prefill (exact attention, then prune + quantize per layer),
-then token-by-token decoding over the compressed cache with positions that never shift.
+then token-by-token decoding over the compressed cache with positions that never shift, one
+sequence alone or many together, each with its own compression.
 
 `kiln_attention` is registered as a transformers attention implementation; it acts only
 when the layer's cache is a KilnCache (handed over by KilnCache.update in the same thread) and
@@ -44,10 +45,12 @@ def kiln_attention(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
     if isinstance(cache, BatchedKilnCache):  # one decode token per sequence, padded caches
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=cache.mask, scale=scaling, enable_gqa=True
-        )
-        return out.transpose(1, 2).contiguous(), None
+        needs_probs = any(c.needs_attention_probs for c in cache.caches)
+        out, probs = _decode_attention(query, key, value, scaling, cache.mask, needs_probs)
+        for row, (seq_cache, length) in enumerate(zip(cache.caches, cache.lengths, strict=True)):
+            row_probs = None if probs is None else probs[row, ..., :length]
+            seq_cache.after_decode_attention(module.layer_idx, row_probs)
+        return out, None
     layer = module.layer_idx
     if cache.prefilling:
         out = F.scaled_dot_product_attention(
@@ -55,17 +58,33 @@ def kiln_attention(
         )
         cache.store_prefill(layer, query[0], key[0], value[0], scaling)
         return out.transpose(1, 2).contiguous(), None
-    probs = None
-    if cache.config.compress_decode and cache.config.method == "h2o":
-        group = query.shape[1] // key.shape[1]
-        keys = key.repeat_interleave(group, dim=1)
-        probs = (query @ keys.transpose(-1, -2) * scaling).float().softmax(-1)
-        out = probs.to(value.dtype) @ value.repeat_interleave(group, dim=1)
-        probs = probs[0]
-    else:
-        out = F.scaled_dot_product_attention(query, key, value, scale=scaling, enable_gqa=True)
-    cache.after_decode_attention(layer, probs)
-    return out.transpose(1, 2).contiguous(), None
+    out, probs = _decode_attention(query, key, value, scaling, None, cache.needs_attention_probs)
+    cache.after_decode_attention(layer, None if probs is None else probs[0])
+    return out, None
+
+
+def _decode_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scaling: float,
+    mask: torch.Tensor | None,
+    needs_probs: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """query [B, Hq, 1, D], key/value [B, Hkv, L, D], mask [B, 1, 1, L] or None ->
+    (output [B, 1, Hq, D], probabilities [B, Hq, 1, L] when H2O needs them, else None)."""
+    if not needs_probs:
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True
+        )
+        return out.transpose(1, 2).contiguous(), None
+    group = query.shape[1] // key.shape[1]
+    logits = (query @ key.repeat_interleave(group, dim=1).transpose(-1, -2) * scaling).float()
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    probs = logits.softmax(-1)
+    out = probs.to(value.dtype) @ value.repeat_interleave(group, dim=1)
+    return out.transpose(1, 2).contiguous(), probs
 
 
 _registered = False
@@ -95,6 +114,145 @@ class KVStats:
     tokens_per_layer: list[int]
 
 
+Event = tuple["Sequence", int, float]  # (sequence, token id, its log-prob)
+
+
+class Sequence:
+    """One request decoding over its own KilnCache (its own method, budget and bits).
+
+    choose: [vocab] log-probs -> token id (greedy or sampling). Query-agnostic compression
+    (kv.query_aware False with question_tokens q > 0) prefills and compresses the context
+    prompt_ids[:-q] alone, then reads the question through the compressed cache one token per
+    step, so the compression cannot know what will be asked (where compression costs most).
+    """
+
+    def __init__(
+        self,
+        prompt_ids: list[int],
+        max_tokens: int,
+        choose: Callable[[torch.Tensor], int],
+        kv: KVConfig,
+        geometry: CacheGeometry,
+        eos_token_id: int | None,
+        abort: threading.Event | None = None,
+    ) -> None:
+        self.question: list[int] = []
+        if not kv.query_aware and kv.question_tokens:
+            if kv.question_tokens >= len(prompt_ids):
+                raise InvalidInput("kv.question_tokens", "must be shorter than the prompt")
+            self.question = prompt_ids[-kv.question_tokens :]
+            prompt_ids = prompt_ids[: -kv.question_tokens]
+            kv = replace(kv, question_tokens=0)
+        self.prompt_ids = prompt_ids
+        self.kv = kv
+        self.plan = plan_kv(kv, len(prompt_ids), geometry)
+        self.geometry = geometry
+        self.max_tokens = max_tokens
+        self.choose = choose
+        self.eos_token_id = eos_token_id
+        self.abort = abort or threading.Event()
+        self.cache: KilnCache | None = None
+        self.tokens: list[int] = []
+        self.next_input = -1
+        self.position = len(prompt_ids)
+        self.finished = False
+
+    @property
+    def stats(self) -> KVStats | None:
+        """The cache's plan and measured bytes once it has been prefilled."""
+        if self.cache is None:
+            return None
+        full = self.geometry.token_bytes() * self.cache.seen_tokens
+        return KVStats(self.plan, self.cache.nbytes(), full, self.cache.tokens_per_layer())
+
+    def advance(self, logits: torch.Tensor) -> Event | None:
+        """Reads the model's next-token logits [vocab]: the next question token is forced,
+        otherwise a token is chosen, recorded and becomes the next input."""
+        if self.question:
+            self.next_input = self.question.pop(0)
+            return None
+        logprobs = logits.float().log_softmax(-1)
+        token = self.choose(logprobs)
+        self.tokens.append(token)
+        self.next_input = token
+        self.finished = (
+            token == self.eos_token_id or len(self.tokens) >= self.max_tokens or self.abort.is_set()
+        )
+        return self, token, float(logprobs[token])
+
+
+class DecodeBatch:
+    """Iteration-level batching (Orca): sequences join after their own prefill (compression
+    needs each prompt's attention) and leave when done, while every decoding step feeds one
+    token per live sequence, [B, 1], through a BatchedKilnCache."""
+
+    def __init__(self, model: Any) -> None:
+        use_kiln_attention(model)
+        self.model = model
+        self.geometry = geometry_of(model)
+        self.dtype = next(model.parameters()).dtype
+        self.device = next(model.parameters()).device
+        self.live: list[Sequence] = []
+
+    def sequence(
+        self,
+        prompt_ids: list[int],
+        max_tokens: int,
+        choose: Callable[[torch.Tensor], int],
+        kv: KVConfig,
+        eos_token_id: int | None,
+        abort: threading.Event | None = None,
+    ) -> Sequence:
+        """A validated, planned sequence for this model (not yet admitted)."""
+        return Sequence(prompt_ids, max_tokens, choose, kv, self.geometry, eos_token_id, abort)
+
+    def admit(self, seq: Sequence) -> Event | None:
+        """Prefills seq alone (exact attention, then prune + quantize per layer); it joins the
+        batch unless its first token already ends it."""
+        seq.cache = KilnCache(seq.plan, seq.kv, self.geometry, self.dtype)
+        ids = torch.tensor([seq.prompt_ids], device=self.device)
+        positions = torch.arange(len(seq.prompt_ids), device=self.device).unsqueeze(0)
+        with torch.inference_mode():
+            logits = self._forward(ids, positions, seq.cache)
+        event = seq.advance(logits[0, -1])
+        if not seq.finished:
+            self.live.append(seq)
+        return event
+
+    def step(self) -> list[Event]:
+        """One decoding step of every live sequence; finished ones leave the batch."""
+        live = [s for s in self.live if not s.abort.is_set()]
+        for seq in self.live:
+            seq.finished = seq.finished or seq.abort.is_set()
+        self.live = live
+        if not live:
+            return []
+        ids = torch.tensor([[s.next_input] for s in live], device=self.device)
+        positions = torch.tensor([[s.position] for s in live], device=self.device)
+        cache = live[0].cache if len(live) == 1 else BatchedKilnCache([s.cache for s in live])
+        with torch.inference_mode():
+            logits = self._forward(ids, positions, cache)
+        events = []
+        for row, seq in enumerate(live):
+            seq.position += 1
+            if (event := seq.advance(logits[row, -1])) is not None:
+                events.append(event)
+        self.live = [s for s in live if not s.finished]
+        return events
+
+    def _forward(
+        self, ids: torch.Tensor, positions: torch.Tensor, cache: KilnCache | BatchedKilnCache
+    ) -> torch.Tensor:
+        return self.model(
+            input_ids=ids,
+            position_ids=positions,
+            attention_mask=_NO_MASK,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
+
+
 def compressed_stream(
     model: Any,
     prompt_ids: list[int],
@@ -105,103 +263,15 @@ def compressed_stream(
     abort: threading.Event | None = None,
     stats: list[KVStats] | None = None,
 ) -> Iterator[tuple[int, float]]:
-    """Yields (token, log-prob) decoding over a KilnCache; appends KVStats at the end.
-
-    choose: [vocab] log-probs -> token id (greedy or sampling). Query-agnostic compression
-    (config.query_aware False with question_tokens q > 0) prefills and compresses the context
-    prompt_ids[:-q] alone, then reads the question through the compressed cache, so the
-    compression cannot know what will be asked (the setting where compression costs most).
-    """
-    use_kiln_attention(model)
-    geometry = geometry_of(model)
-    question: list[int] = []
-    if not config.query_aware and config.question_tokens:
-        if config.question_tokens >= len(prompt_ids):
-            raise InvalidInput("kv.question_tokens", "must be shorter than the prompt")
-        question = prompt_ids[-config.question_tokens :]
-        prompt_ids = prompt_ids[: -config.question_tokens]
-        config = replace(config, question_tokens=0)
-    plan = plan_kv(config, len(prompt_ids), geometry)
-    cache = KilnCache(plan, config, geometry, next(model.parameters()).dtype)
-    device = next(model.parameters()).device
-    position = len(prompt_ids)
-
-    def step(token: int) -> torch.Tensor:
-        nonlocal position
-        logits = model(
-            input_ids=torch.tensor([[token]], device=device),
-            position_ids=torch.tensor([[position]], device=device),
-            attention_mask=_NO_MASK,
-            past_key_values=cache,
-            use_cache=True,
-        ).logits
-        position += 1
-        return logits
-
+    """Yields (token, log-prob) of one sequence decoded alone; appends its KVStats at the end."""
+    batch = DecodeBatch(model)
+    seq = batch.sequence(prompt_ids, max_tokens, choose, config, eos_token_id, abort)
     try:
-        with torch.inference_mode():
-            logits = model(
-                input_ids=torch.tensor([prompt_ids], device=device),
-                position_ids=torch.arange(position, device=device).unsqueeze(0),
-                attention_mask=_NO_MASK,
-                past_key_values=cache,
-                use_cache=True,
-            ).logits
-            for token in question:
-                logits = step(token)
-            for index in range(max_tokens):
-                logprobs = logits[0, -1].float().log_softmax(-1)
-                token = choose(logprobs)
-                yield token, float(logprobs[token])
-                if token == eos_token_id or index == max_tokens - 1 or (abort and abort.is_set()):
-                    return
-                logits = step(token)
+        if (event := batch.admit(seq)) is not None:
+            yield event[1:]
+        while batch.live:
+            for _, token, logprob in batch.step():
+                yield token, logprob
     finally:
-        if stats is not None:
-            full = geometry.token_bytes() * cache.seen_tokens
-            stats.append(KVStats(plan, cache.nbytes(), full, cache.tokens_per_layer()))
-
-
-def batched_greedy(
-    model: Any,
-    prompts: list[list[int]],
-    configs: list[KVConfig],
-    max_tokens: int,
-    eos_token_id: int | None,
-) -> list[list[int]]:
-    """Greedy decoding of several prompts at once, each over its own compressed cache (a
-    different method, budget and bits per request). Returns each sequence's new tokens."""
-    use_kiln_attention(model)
-    geometry = geometry_of(model)
-    dtype = next(model.parameters()).dtype
-    device = next(model.parameters()).device
-    caches, tokens = [], []
-    with torch.inference_mode():
-        for ids, config in zip(prompts, configs, strict=True):
-            cache = KilnCache(plan_kv(config, len(ids), geometry), config, geometry, dtype)
-            logits = model(
-                input_ids=torch.tensor([ids], device=device),
-                position_ids=torch.arange(len(ids), device=device).unsqueeze(0),
-                attention_mask=_NO_MASK,
-                past_key_values=cache,
-            ).logits
-            caches.append(cache)
-            tokens.append([int(logits[0, -1].argmax())])
-        batch = BatchedKilnCache(caches)
-        done = [t[-1] == eos_token_id for t in tokens]
-        positions = [len(ids) for ids in prompts]
-        for _ in range(max_tokens - 1):
-            if all(done):
-                break
-            logits = model(
-                input_ids=torch.tensor([[t[-1]] for t in tokens], device=device),
-                position_ids=torch.tensor([[p] for p in positions], device=device),
-                attention_mask=_NO_MASK,
-                past_key_values=batch,
-            ).logits
-            for b, row in enumerate(tokens):
-                positions[b] += 1
-                if not done[b]:
-                    row.append(int(logits[b, -1].argmax()))
-                    done[b] = row[-1] == eos_token_id
-    return tokens
+        if stats is not None and seq.stats is not None:
+            stats.append(seq.stats)

@@ -93,17 +93,55 @@ class LayerStore:
             torch.cat([values, self.residual_v], dim=1),
         )
 
-    def evict(self, index: int) -> None:
-        """Removes token `index` (per head, index [H]) from a 16-bit store (H2O decoding)."""
+    @property
+    def quantized_tokens(self) -> int:
+        return self.keys_q.shape[1] if self.keys_q else 0
+
+    def evict(self, index: torch.Tensor) -> None:
+        """Removes token index[h] of each head h from a 16-bit store (decode-time eviction)."""
         keep = torch.ones_like(self.residual_k[..., 0], dtype=torch.bool)
-        keep[torch.arange(keep.shape[0]), index] = False
-        h, _, d = self.residual_k.shape
-        self.residual_k = self.residual_k[keep].reshape(h, -1, d)
-        self.residual_v = self.residual_v[keep].reshape(h, -1, d)
+        keep[torch.arange(keep.shape[0], device=keep.device), index] = False
+        self.residual_k, self.residual_v = (
+            _kept(self.residual_k, keep),
+            _kept(self.residual_v, keep),
+        )
+        self._drop_bookkeeping(keep)
+
+    def evict_group(self, group: torch.Tensor) -> None:
+        """Removes quantization group group[h] (G consecutive quantized tokens) of each head h:
+        their key and value codes, the group's per-channel key scale/zero and the tokens'
+        per-token value scale/zero. What stays is decoded by its own scales: nothing is
+        re-quantized, and every remaining key group still holds G tokens."""
+        size = self.spec.group_size
+        heads, tokens, _ = self.keys_q.shape
+        device = self.keys_q.codes.device
+        rows = torch.arange(heads, device=device)
+        keep_groups = torch.ones(heads, tokens // size, dtype=torch.bool, device=device)
+        keep_groups[rows, group] = False
+        keep = keep_groups.repeat_interleave(size, dim=1)  # [H, tokens]
+        keys, values = self.keys_q, self.values_q
+        self.keys_q = Quantized(
+            _kept(keys.codes, keep),
+            _kept(keys.scale, keep_groups),
+            _kept(keys.zero, keep_groups),
+            keys.bits,
+            (heads, tokens - size, keys.shape[2]),
+        )
+        self.values_q = Quantized(
+            _kept(values.codes, keep),
+            _kept(values.scale, keep),
+            _kept(values.zero, keep),
+            values.bits,
+            (heads, tokens - size, values.shape[2]),
+        )
+        residual = torch.ones(heads, self.residual_k.shape[1], dtype=torch.bool, device=device)
+        self._drop_bookkeeping(torch.cat([keep, residual], dim=1))
+
+    def _drop_bookkeeping(self, keep: torch.Tensor) -> None:
         if self.positions is not None:
-            self.positions = self.positions[keep].reshape(h, -1)
+            self.positions = _kept(self.positions, keep)
         if self.scores is not None:
-            self.scores = self.scores[keep].reshape(h, -1)
+            self.scores = _kept(self.scores, keep)
 
     def nbytes(self) -> int:
         """Bytes physically held (codes, scales, zeros, residual, positions)."""
@@ -112,6 +150,12 @@ class LayerStore:
             if tensor is not None:
                 total += tensor.numel() * tensor.element_size()
         return total
+
+
+def _kept(tensor: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """tensor [H, N, ...] without the entries where keep [H, N] is False (the same number
+    per head)."""
+    return tensor[keep].reshape(tensor.shape[0], -1, *tensor.shape[2:])
 
 
 def _append(history: Quantized | None, block: Quantized) -> Quantized:
@@ -165,9 +209,9 @@ class KilnCache:
             return key_states, value_states
         store = self.layers[layer_idx]
         new = key_states.shape[2]
-        positions = torch.arange(self.seen_tokens, self.seen_tokens + new).expand(
-            key_states.shape[1], -1
-        )
+        positions = torch.arange(
+            self.seen_tokens, self.seen_tokens + new, device=key_states.device
+        ).expand(key_states.shape[1], -1)
         store.extend(key_states[0], value_states[0], positions)
         if layer_idx == self.geometry.num_layers - 1:
             self.seen_tokens += new
@@ -193,11 +237,11 @@ class KilnCache:
         indices = self._select(layer_idx, query, key, budget, scaling)
         store = self.layers[layer_idx]
         if indices is None:
-            store.extend(key, value, torch.arange(t).expand(hkv, -1))
+            store.extend(key, value, torch.arange(t, device=key.device).expand(hkv, -1))
         else:
             gather = indices.unsqueeze(-1).expand(-1, -1, key.shape[-1])
             store.extend(key.gather(1, gather), value.gather(1, gather), indices)
-        if self.config.compress_decode and self.config.method == "h2o":
+        if self.needs_attention_probs:
             scores = h2o.accumulated_attention(query, key, scaling)
             store.scores = scores if indices is None else scores.gather(1, indices)
         if layer_idx == self.geometry.num_layers - 1:
@@ -234,27 +278,54 @@ class KilnCache:
             )
         raise ValueError(f"method {config.method} does not prune")
 
+    @property
+    def needs_attention_probs(self) -> bool:
+        """H2O decode-time eviction accumulates each step's attention probabilities."""
+        return self.config.compress_decode and self.config.method == "h2o"
+
     def after_decode_attention(self, layer_idx: int, probs: torch.Tensor | None) -> None:
-        """Decode-time compression against the same budget (compress_decode)."""
+        """Decode-time eviction against the plan's decode capacity (compress_decode).
+
+        probs [Hq, 1, N]: this step's attention over the layer's N stored tokens (H2O only).
+        16-bit: one token leaves per token decoded beyond the capacity (H2O: the lowest
+        accumulated attention outside the recent half; StreamingLLM: the oldest after the
+        sinks). b-bit: when a flushed block pushes the quantized history over its capacity,
+        whole G-token groups leave (H2O: the lowest summed accumulated attention outside the
+        newest block; StreamingLLM: the oldest after the sink groups).
+        """
         config = self.config
         if not config.compress_decode:
             return
         store = self.layers[layer_idx]
-        budget = self.plan.tokens_per_layer[layer_idx]
-        if config.method == "h2o" and probs is not None:
-            # probs [Hq, 1, N] -> per KV head; the newest token starts at zero
+        if probs is not None:
             group = probs.shape[0] // store.residual_k.shape[0]
-            step = probs[:, 0].float().reshape(-1, group, probs.shape[-1]).mean(1)
-            previous = store.scores if store.scores is not None else torch.zeros(step.shape[0], 0)
-            padding = torch.zeros(step.shape[0], step.shape[1] - previous.shape[1])
-            store.scores = torch.cat([previous, padding], dim=1) + step
-        if store.tokens <= budget:
+            step = probs[:, 0].float().reshape(-1, group, probs.shape[-1]).mean(1)  # [Hkv, N]
+            previous = store.scores
+            if previous is None:
+                previous = step.new_zeros(step.shape[0], 0)
+            padding = step.new_zeros(step.shape[0], step.shape[1] - previous.shape[1])
+            store.scores = torch.cat([previous, padding], dim=1) + step  # newest starts at 0
+        capacity = self.plan.decode_tokens[layer_idx]
+        heads = store.residual_k.shape[0]
+        device = store.residual_k.device
+        if store.spec.bits == 16:
+            if store.tokens <= capacity:
+                return
+            if config.method == "h2o":
+                recent = max(1, capacity // 2)
+                store.evict(store.scores[:, : store.tokens - recent].argmin(dim=-1))
+            else:
+                store.evict(torch.full((heads,), config.sink_tokens, device=device))
             return
-        if config.method == "h2o":
-            recent = max(1, budget // 2)
-            store.evict(store.scores[:, : store.tokens - recent].argmin(dim=-1))
-        else:  # streamingllm: the oldest token after the sinks
-            store.evict(torch.full((store.residual_k.shape[0],), config.sink_tokens))
+        size, block = store.spec.group_size, store.spec.residual_length
+        while store.quantized_tokens > capacity - (block - 1):
+            if config.method == "h2o":
+                older = store.scores[:, : store.quantized_tokens - block]
+                group = older.reshape(heads, -1, size).sum(-1).argmin(dim=-1)
+            else:
+                sink_groups = -(-config.sink_tokens // size)
+                group = torch.full((heads,), sink_groups, device=device)
+            store.evict_group(group)
 
     # -- accounting -----------------------------------------------------------------------------
     def tokens_per_layer(self) -> list[int]:
@@ -270,7 +341,8 @@ class BatchedKilnCache:
     attention); decoding steps then take one token per sequence, [B, 1].
 
     update() returns keys/values [B, Hkv, Lmax, D] padded at the right and leaves `mask`
-    [B, 1, 1, Lmax] (True where a stored token is real) for kiln_attention.
+    [B, 1, 1, Lmax] (True where a stored token is real) and each row's length for
+    kiln_attention, which hands each sequence its own attention for decode-time eviction.
     """
 
     is_compileable = False
@@ -278,10 +350,9 @@ class BatchedKilnCache:
     def __init__(self, caches: list[KilnCache]) -> None:
         if any(c.prefilling for c in caches):
             raise ValueError("prefill every sequence before batching it")
-        if any(c.config.compress_decode for c in caches):
-            raise ValueError("decode-time eviction runs one sequence at a time")
         self.caches = caches
         self.mask: torch.Tensor | None = None
+        self.lengths: list[int] = []
 
     def update(
         self,
@@ -305,6 +376,7 @@ class BatchedKilnCache:
             values[b, :, : v.shape[2]] = v[0]
             mask[b, ..., : k.shape[2]] = True
         self.mask = mask
+        self.lengths = [k.shape[2] for k, _ in rows]
         return keys, values
 
     def get_seq_length(self, layer_idx: int = 0) -> int:

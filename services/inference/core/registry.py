@@ -53,9 +53,12 @@ class LoadedModel:
 class ModelRegistry:
     """name -> LoadedModel. Models under models_dir load on first use by folder name."""
 
-    def __init__(self, models_dir: Path | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, models_dir: Path | None = None, device: str = "cpu", decode_batch: int = 16
+    ) -> None:
         self.models_dir = models_dir
         self.device = device
+        self.decode_batch = decode_batch
         self._models: dict[str, LoadedModel] = {}
         self._hf_twins: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -86,7 +89,12 @@ class ModelRegistry:
             from services.llm.hf import HFBackend
 
             backend: Any = HFBackend(
-                folder, dtype=dtype, device=self.device, name=name, adapters=adapters
+                folder,
+                dtype=dtype,
+                device=self.device,
+                name=name,
+                adapters=adapters,
+                decode_batch=self.decode_batch,
             )
         else:
             from services.llm.vllm_engine import VLLMBackend, VLLMConfig
@@ -121,7 +129,11 @@ class ModelRegistry:
                 from services.llm.hf import HFBackend
 
                 self._hf_twins[model.name] = HFBackend(
-                    model.backend.path, dtype=model.dtype, device=self.device, name=model.name
+                    model.backend.path,
+                    dtype=model.dtype,
+                    device=self.device,
+                    name=model.name,
+                    decode_batch=self.decode_batch,
                 )
             return self._hf_twins[model.name]
 

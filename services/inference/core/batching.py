@@ -1,0 +1,119 @@
+"""Continuous batching of streaming generations on one transformers model.
+
+Orca ("Orca: A Distributed Serving System for Transformer-Based Generative Models") schedules
+at the granularity of iterations: a request joins the running batch as soon as a slot is
+free, and leaves it the step it finishes, instead of waiting for the whole batch. Here one
+decoder thread per model owns a DecodeBatch: between decoding steps it admits waiting
+sequences (each prefilled alone, since its KV compression needs its own prompt's attention)
+up to `max_batch`, then runs one step for every live sequence. Each request keeps its own
+method, budget, bits and sampling; tokens are delivered to each request as they come.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from services.inference.core.generation import DecodeBatch, Sequence
+
+END_OF_STREAM = object()  # delivered after a sequence's last token (or its error)
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch: int = 16  # sequences decoded together; more wait for a slot
+    idle_exit_s: float = 5.0  # the decoder thread exits after this long with nothing to do
+
+
+class ContinuousBatcher:
+    """Runs every submitted Sequence of one model in a shared, changing decode batch."""
+
+    def __init__(self, model: Any, config: BatchingConfig | None = None) -> None:
+        self.batch = DecodeBatch(model)
+        self.config = config or BatchingConfig()
+        self._waiting: queue.Queue[Sequence] = queue.Queue()
+        self._outboxes: dict[int, Callable[[Any], None]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.largest_batch = 0  # the most sequences one step has decoded
+
+    def submit(self, seq: Sequence, deliver: Callable[[Any], None]) -> None:
+        """Queues seq. deliver is called from the decoder thread with each (token, log-prob),
+        then with an exception if it failed, then with END_OF_STREAM. Setting seq.abort makes
+        it leave the batch at the next step."""
+        with self._lock:
+            self._outboxes[id(seq)] = deliver
+            self._waiting.put(seq)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._decode, daemon=True)
+                self._thread.name = "kiln-decoder"
+                self._thread.start()
+
+    def run(self, seq: Sequence) -> Iterator[tuple[int, float]]:
+        """Yields seq's (token, log-prob) as the decoder produces them. Closing the iterator
+        early aborts the sequence."""
+        outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.submit(seq, outbox.put)
+        item = None
+        try:
+            while (item := outbox.get()) is not END_OF_STREAM:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            seq.abort.set()
+            while item is not END_OF_STREAM:  # the decoder lets go of seq within a step
+                item = outbox.get()
+
+    def _decode(self) -> None:
+        batch = self.batch
+        while True:
+            if not batch.live:
+                try:
+                    self._admit(self._waiting.get(timeout=self.config.idle_exit_s))
+                except queue.Empty:
+                    with self._lock:
+                        if self._waiting.empty():
+                            self._thread = None
+                            return
+                    continue
+            while len(batch.live) < self.config.max_batch and not self._waiting.empty():
+                self._admit(self._waiting.get_nowait())
+            live = list(batch.live)
+            self.largest_batch = max(self.largest_batch, len(live))
+            try:
+                events = batch.step()
+            except BaseException as exc:  # a failed step fails the sequences in it
+                batch.live = []
+                for seq in live:
+                    self._close(seq, exc)
+                continue
+            for seq, token, logprob in events:
+                self._outboxes[id(seq)]((token, logprob))
+            for seq in live:
+                if seq.finished:
+                    self._close(seq)
+
+    def _admit(self, seq: Sequence) -> None:
+        if seq.abort.is_set():
+            self._close(seq)
+            return
+        try:
+            event = self.batch.admit(seq)
+        except BaseException as exc:
+            self._close(seq, exc)
+            return
+        if event is not None:
+            self._outboxes[id(seq)](event[1:])
+        if seq.finished:
+            self._close(seq)
+
+    def _close(self, seq: Sequence, error: BaseException | None = None) -> None:
+        seq.finished = True
+        deliver = self._outboxes.pop(id(seq))
+        if error is not None:
+            deliver(error)
+        deliver(END_OF_STREAM)

@@ -1,0 +1,79 @@
+"""Concurrent streams share one continuously batched decoder and decode as they do alone."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from services.common.errors import InvalidInput
+from services.inference.core.budget import KVConfig
+from services.llm import SamplingParams
+from services.llm.hf import HFBackend
+
+PROMPTS = ["the answer is", "12 + 30 = 42 and " * 5, "the weather in Oslo is " * 8] * 2
+CONFIGS = [
+    None,
+    KVConfig("snapkv", budget_fp16_tokens=24, window_size=8),
+    KVConfig("h2o", budget_fp16_tokens=20, compress_decode=True),
+    KVConfig("none", bits=4, group_size=16, residual_length=16),
+    None,
+    KVConfig("streamingllm", bits=8, budget_fp16_tokens=30),
+]
+
+
+def test_concurrent_streams_batch_and_match_decoding_alone(tiny_model: Path) -> None:
+    alone_backend = HFBackend(tiny_model, decode_batch=1)
+    params = SamplingParams(max_tokens=40, logprobs=True)
+    alone = [
+        list(alone_backend.stream(p, params, kv=c)) for p, c in zip(PROMPTS, CONFIGS, strict=True)
+    ]
+    assert alone_backend.batcher.largest_batch == 1
+
+    shared = HFBackend(tiny_model, decode_batch=4)
+    results: list = [None] * len(PROMPTS)
+    stats: list[list] = [[] for _ in PROMPTS]
+    start = threading.Barrier(len(PROMPTS))
+
+    def client(i: int) -> None:
+        start.wait()
+        results[i] = list(shared.stream(PROMPTS[i], params, kv=CONFIGS[i], kv_stats=stats[i]))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(PROMPTS))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 2 <= shared.batcher.largest_batch <= 4  # joined a running batch, capped at 4
+    for got, want, config, kv_stats in zip(results, alone, CONFIGS, stats, strict=True):
+        assert [t for t, _ in got] == [t for t, _ in want]
+        assert [lp for _, lp in got] == pytest.approx([lp for _, lp in want], abs=1e-4)
+        assert len(kv_stats) == (config is not None)
+
+
+def test_a_bad_request_is_refused_before_it_reaches_the_decoder(tiny_model: Path) -> None:
+    backend = HFBackend(tiny_model)
+    bad = KVConfig("snapkv", budget_fp16_tokens=8, query_aware=False, question_tokens=99)
+    with pytest.raises(InvalidInput, match=r"kv\.question_tokens"):
+        list(backend.stream("the answer is", SamplingParams(max_tokens=4), kv=bad))
+    assert backend.batcher.largest_batch == 0  # the decoder never ran a step
+
+
+def test_the_decoder_survives_a_failed_step(tiny_model: Path) -> None:
+    backend = HFBackend(tiny_model)
+    batcher = backend.batcher
+    calls = []
+
+    def failing(logprobs: torch.Tensor) -> int:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("sampling failed")
+        return int(logprobs.argmax())
+
+    seq = batcher.batch.sequence([5, 6, 7], 10, failing, KVConfig(), None)
+    with pytest.raises(RuntimeError, match="sampling failed"):
+        list(batcher.run(seq))
+    assert len(calls) == 3 and seq.finished and not batcher.batch.live
+    assert len(list(backend.stream("the answer is", SamplingParams(max_tokens=4)))) == 4
