@@ -192,6 +192,7 @@ class DecodeBatch:
         self.geometry = geometry_of(model)
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
+        self.no_mask = _NO_MASK.to(self.device)
         self.live: list[Sequence] = []
 
     def sequence(
@@ -246,7 +247,7 @@ class DecodeBatch:
         return self.model(
             input_ids=ids,
             position_ids=positions,
-            attention_mask=_NO_MASK,
+            attention_mask=self.no_mask,
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,

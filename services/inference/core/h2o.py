@@ -27,12 +27,14 @@ def accumulated_attention(
     hkv = key.shape[0]
     group = hq // hkv
     keys = key.float().repeat_interleave(group, dim=0)
-    totals = torch.zeros(hq, t)
+    device = query.device
+    totals = torch.zeros(hq, t, device=device)
     for start in range(0, t, chunk):
         q = query[:, start : start + chunk].float()
         logits = q @ keys.transpose(-1, -2) * scaling  # [Hq, c, T]
-        rows = torch.arange(start, start + q.shape[1]).unsqueeze(-1)
-        logits = logits.masked_fill(torch.arange(t).unsqueeze(0) > rows, float("-inf"))
+        rows = torch.arange(start, start + q.shape[1], device=device).unsqueeze(-1)
+        columns = torch.arange(t, device=device).unsqueeze(0)
+        logits = logits.masked_fill(columns > rows, float("-inf"))
         totals += logits.softmax(-1).sum(1)
     return totals.reshape(hkv, group, t).mean(1)
 
@@ -42,10 +44,10 @@ def select(scores: torch.Tensor, budget: int, config: H2OConfig) -> torch.Tensor
     hitters among the older tokens."""
     hkv, t = scores.shape
     if budget >= t:
-        return torch.arange(t).unsqueeze(0).expand(hkv, -1).clone()
+        return torch.arange(t, device=scores.device).unsqueeze(0).expand(hkv, -1).clone()
     recent = min(budget, max(1, int(budget * config.recent_ratio)))
     heavy = budget - recent
-    window = torch.arange(t - recent, t).unsqueeze(0).expand(hkv, -1)
+    window = torch.arange(t - recent, t, device=scores.device).unsqueeze(0).expand(hkv, -1)
     if heavy == 0:
         return window.clone()
     top = scores[:, : t - recent].topk(heavy, dim=-1).indices

@@ -257,7 +257,7 @@ class KilnCache:
         config = self.config
         if config.method == "streamingllm":
             return streamingllm.keep_indices(
-                t, budget, streamingllm.StreamingLLMConfig(config.sink_tokens), hkv
+                t, budget, streamingllm.StreamingLLMConfig(config.sink_tokens), hkv, key.device
             )
         if config.method == "h2o":
             return h2o.select(

@@ -33,8 +33,9 @@ def window_votes(
     group = hq // hkv
     keys = key[:, :end].float().repeat_interleave(group, dim=0)
     logits = query[:, start:end].float() @ keys.transpose(-1, -2) * scaling  # [Hq, w, end]
-    rows = torch.arange(start, end).unsqueeze(-1)
-    logits = logits.masked_fill(torch.arange(end).unsqueeze(0) > rows, float("-inf"))
+    rows = torch.arange(start, end, device=query.device).unsqueeze(-1)
+    columns = torch.arange(end, device=query.device).unsqueeze(0)
+    logits = logits.masked_fill(columns > rows, float("-inf"))
     votes = logits.softmax(-1)[..., :start].sum(1)  # [Hq, start]
     return votes.reshape(hkv, group, start).mean(1)
 
@@ -56,12 +57,12 @@ def select(
     """Sorted indices [Hkv, min(budget, T)] to keep."""
     hkv, t = key.shape[0], key.shape[1]
     if budget >= t:
-        return torch.arange(t).unsqueeze(0).expand(hkv, -1).clone()
+        return torch.arange(t, device=key.device).unsqueeze(0).expand(hkv, -1).clone()
     tail = 0 if config.query_aware else min(config.question_tokens, t)
     end = t - tail
     window = min(config.window_size, end, budget - tail)
     start = end - window
-    always = torch.arange(start, t).unsqueeze(0).expand(hkv, -1)
+    always = torch.arange(start, t, device=key.device).unsqueeze(0).expand(hkv, -1)
     picks = budget - (t - start)
     if picks <= 0 or start == 0:
         return always[:, -budget:].clone()
