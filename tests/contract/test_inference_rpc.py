@@ -58,7 +58,7 @@ def test_streamed_generate_equals_local_greedy(inference: KilnClient, tiny_model
 
 
 def test_abort_mid_stream_frees_the_slot(inference: KilnClient) -> None:
-    """One slot: a long generation is aborted after its first chunk; the next one runs."""
+    """A long generation is aborted after its first chunk; the next one runs."""
     request = pb.GenerateRequest(
         request_id="long",
         model="tiny",
@@ -159,26 +159,59 @@ def test_unknown_model_and_bad_sources(inference: KilnClient, tmp_path: Path) ->
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_concurrent_generations_share_slots(inference: KilnClient) -> None:
-    results: list[str] = []
+def test_concurrent_generations_are_batched_and_exact(
+    inference: KilnClient, tiny_model: Path
+) -> None:
+    """Six streams with different KV settings decode in one continuous batch on the server
+    and return what each decodes alone, with the same KV stats."""
+    from services.inference.core.budget import KVConfig
+    from services.inference.servicer import kv_from_pb
+
+    prompt = "the weather in Paris is fine and 12 + 30 = 42 so the answer is " * 4
+    kvs = [
+        pb.KVCompression(),
+        pb.KVCompression(method="snapkv", budget_fp16_tokens=24, window_size=8),
+        pb.KVCompression(method="h2o", budget_fp16_tokens=20, compress_decode=True),
+        pb.KVCompression(
+            method="h2o",
+            bits=4,
+            group_size=16,
+            residual_length=16,
+            budget_fp16_tokens=43,
+            compress_decode=True,
+        ),
+        pb.KVCompression(method="streamingllm", bits=8, budget_fp16_tokens=40),
+        pb.KVCompression(bits=2, group_size=16, residual_length=16),
+    ]
+    local = HFBackend(tiny_model, decode_batch=1)
+    params = SamplingParams(max_tokens=24)
+    expected = []
+    for kv in kvs:
+        config: KVConfig | None = kv_from_pb(kv)
+        stats: list = []
+        tokens = [t for t, _ in local.stream(prompt, params, kv=config, kv_stats=stats)]
+        expected.append((tokens, stats[0].bytes_used if stats else 0))
+    results: list = [None] * len(kvs)
+    start = threading.Barrier(len(kvs))
 
     def run(i: int) -> None:
         request = pb.GenerateRequest(
             request_id=f"c{i}",
             model="tiny",
-            prompt=f"{i} +",
-            sampling=pb.SamplingParams(max_tokens=4),
+            prompt=prompt,
+            kv=kvs[i],
+            sampling=pb.SamplingParams(max_tokens=24),
         )
-        results.append(
-            list(inference.stub.Generate(request, timeout=60))[-1].complete.finish_reason
-        )
+        start.wait()
+        complete = list(inference.stub.Generate(request, timeout=60))[-1].complete
+        results[i] = (list(complete.token_ids), complete.kv_stats.bytes_used)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(kvs))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results) == ["length"] * 6
+    assert results == expected
 
 
 def test_generate_with_quantized_pruning_reports_kv_stats(inference: KilnClient) -> None:
