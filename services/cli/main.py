@@ -261,10 +261,12 @@ kv_app = typer.Typer(help="KV-cache compression plans.", no_args_is_help=True)
 app.add_typer(kv_app, name="kv")
 
 
-def _kv_message(method: str, bits: int, budget_bytes: int, budget_fp16_tokens: float):
+def _kv_message(
+    method: str, bits: int, budget_bytes: int, budget_fp16_tokens: float, compress_decode: bool
+):
     from kiln.inference.v1 import inference_pb2 as pb
 
-    kv = pb.KVCompression(method=method, bits=bits)
+    kv = pb.KVCompression(method=method, bits=bits, compress_decode=compress_decode)
     if budget_bytes:
         kv.budget_bytes = budget_bytes
     elif budget_fp16_tokens:
@@ -276,6 +278,9 @@ METHOD_OPTION = typer.Option("none", help="none | streamingllm | h2o | snapkv | 
 BITS_OPTION = typer.Option(0, help="16 | 8 | 4 | 2; 0: chosen by the budget policy")
 BUDGET_BYTES_OPTION = typer.Option(0, help="KV budget in bytes")
 BUDGET_TOKENS_OPTION = typer.Option(0.0, help="KV budget as fp16-equivalent tokens")
+COMPRESS_DECODE_OPTION = typer.Option(
+    False, help="keep evicting while decoding, within the budget (streamingllm, h2o)"
+)
 
 
 @app.command()
@@ -289,6 +294,7 @@ def generate(
     bits: int = BITS_OPTION,
     budget_bytes: int = BUDGET_BYTES_OPTION,
     budget_fp16_tokens: float = BUDGET_TOKENS_OPTION,
+    compress_decode: bool = COMPRESS_DECODE_OPTION,
     tool_rounds: int = typer.Option(0, help="run the model's python blocks, up to N times"),
 ) -> None:
     """Stream a generation from the inference service (optionally KV-compressed)."""
@@ -301,7 +307,7 @@ def generate(
         request_id=uuid.uuid4().hex,
         model=model,
         sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=temperature),
-        kv=_kv_message(method, bits, budget_bytes, budget_fp16_tokens),
+        kv=_kv_message(method, bits, budget_bytes, budget_fp16_tokens, compress_decode),
         tools=pb.ToolUse(max_rounds=tool_rounds),
         **fields,
     )
@@ -331,6 +337,7 @@ def kv_plan(
     bits: int = BITS_OPTION,
     budget_bytes: int = BUDGET_BYTES_OPTION,
     budget_fp16_tokens: float = BUDGET_TOKENS_OPTION,
+    compress_decode: bool = COMPRESS_DECODE_OPTION,
 ) -> None:
     """The tokens x bits plan for a budget, without running the model."""
     from kiln.inference.v1 import inference_pb2 as pb
@@ -340,7 +347,7 @@ def kv_plan(
             pb.PlanKVRequest(
                 model=model,
                 sequence_length=sequence_length,
-                kv=_kv_message(method, bits, budget_bytes, budget_fp16_tokens),
+                kv=_kv_message(method, bits, budget_bytes, budget_fp16_tokens, compress_decode),
             )
         )
     table = Table("bits", "tokens kept (mean/layer)", "bytes", "full bytes", "ratio", "reason")

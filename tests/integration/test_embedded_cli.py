@@ -24,7 +24,7 @@ def readme_client_snippet() -> str:
     return snippet
 
 
-def test_up_status_snippet_down(tmp_path: Path) -> None:
+def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
     env = {**os.environ, "KILN_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
     env.update({f"KILN_{s.upper()}_PORT": str(free_port()) for s in SERVICES})
     for key in ("KILN_REDIS_URL", "KILN_S3_ENDPOINT", "KILN_BUCKET"):
@@ -62,6 +62,15 @@ def test_up_status_snippet_down(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr
         assert "JOB_STATE_SUCCEEDED 100%" in run.stdout
         assert "manifest: runs/" in run.stdout and "models loaded: []" in run.stdout
+
+        assert kiln("models", "load", "tiny", str(tiny_model)).returncode == 0
+        kv = ("--method", "h2o", "--bits", "4", "--budget-fp16-tokens", "100", "--compress-decode")
+        plan = kiln("kv", "plan", "tiny", "--seq-len", "500", *kv)
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        assert "at most 127 while decoding" in plan.stdout  # 3 blocks of 32 + 31 residual
+        generated = kiln("generate", "tiny", "the answer is " * 40, "--max-tokens", "40", *kv)
+        assert generated.returncode == 0, generated.stdout + generated.stderr
+        assert re.search(r"KV h2o 4-bit, [\d,]+ of [\d,]+ bytes", generated.stdout)
 
         tools = tmp_path / "tools.json"
         tools.write_text(json.dumps([t.to_openai() for t in TOOLS]))
