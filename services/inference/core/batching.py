@@ -92,7 +92,7 @@ class ContinuousBatcher:
                     self._close(seq, exc)
                 continue
             for seq, token, logprob in events:
-                self._outboxes[id(seq)]((token, logprob))
+                self._deliver(seq, (token, logprob))
             for seq in live:
                 if seq.finished:
                     self._close(seq)
@@ -107,13 +107,21 @@ class ContinuousBatcher:
             self._close(seq, exc)
             return
         if event is not None:
-            self._outboxes[id(seq)](event[1:])
+            self._deliver(seq, event[1:])
         if seq.finished:
             self._close(seq)
 
     def _close(self, seq: Sequence, error: BaseException | None = None) -> None:
         seq.finished = True
-        deliver = self._outboxes.pop(id(seq))
         if error is not None:
-            deliver(error)
-        deliver(END_OF_STREAM)
+            self._deliver(seq, error)
+        self._deliver(seq, END_OF_STREAM)
+        self._outboxes.pop(id(seq), None)
+
+    def _deliver(self, seq: Sequence, item: Any) -> None:
+        """Hands item to seq's caller; a caller that is gone (its event loop closed) aborts
+        seq instead of taking the decoder down."""
+        try:
+            self._outboxes[id(seq)](item)
+        except Exception:
+            seq.abort.set()

@@ -222,10 +222,9 @@ class DecodeBatch:
 
     def step(self) -> list[Event]:
         """One decoding step of every live sequence; finished ones leave the batch."""
-        live = [s for s in self.live if not s.abort.is_set()]
         for seq in self.live:
             seq.finished = seq.finished or seq.abort.is_set()
-        self.live = live
+        live = self.live = [s for s in self.live if not s.finished]
         if not live:
             return []
         ids = torch.tensor([[s.next_input] for s in live], device=self.device)
