@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -26,7 +27,6 @@ from services.common.metrics import record_generation
 from services.common.models import resolve_model
 from services.common.sandbox import SandboxLimits
 from services.common.settings import Settings
-from services.inference.core.batching import END_OF_STREAM
 from services.inference.core.budget import KVConfig, plan_kv
 from services.inference.core.generation import KVStats
 from services.inference.core.registry import ModelRegistry
@@ -240,18 +240,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.GenerateResponse]:
         backend = self.registry.hf_backend(model)
         seq = backend.sequence(prompt, params, abort, kv)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        backend.batcher.submit(seq, lambda item: loop.call_soon_threadsafe(queue.put_nowait, item))
         tokenizer = backend.tokenizer
         tokens: list[int] = []
         logprobs: list[float] = []
         sent_text, sent_tokens, finish = "", 0, "length"
-        try:
-            while (item := await queue.get()) is not END_OF_STREAM:
-                if isinstance(item, BaseException):
-                    raise item
-                token, logprob = item
+        async with aclosing(backend.batcher.run_async(seq)) as decoded:
+            async for token, logprob in decoded:
                 tokens.append(token)
                 logprobs.append(logprob)
                 text, stopped = truncate_at_stop(
@@ -272,11 +266,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     break
             if abort.is_set() and finish != "stop":
                 finish = "abort"
-            abort.set()
-            while item is not END_OF_STREAM:  # the decoder lets go of seq within a step
-                item = await queue.get()
-        finally:
-            abort.set()
         complete = pb.GenerateComplete(
             text=sent_text,
             token_ids=tokens,

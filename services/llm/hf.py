@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.llm.base import (
     Completion,
@@ -21,6 +21,10 @@ from services.llm.tokens import (
     folder_fingerprint,
     render_prompt,
 )
+
+if TYPE_CHECKING:
+    from services.inference.core.batching import ContinuousBatcher
+    from services.inference.core.generation import Sequence as DecodeSequence
 
 
 def load_model(
@@ -63,7 +67,7 @@ class HFBackend:
         self.device = device
         self.score_batch = score_batch
         self.decode_batch = decode_batch
-        self._batcher: Any = None
+        self._batcher: ContinuousBatcher | None = None
         self._batcher_lock = threading.Lock()
         merged = "".join(f"+{folder_fingerprint(a)}" for a in adapters)
         self._fingerprint = f"hf:{folder_fingerprint(self.path)}{merged}:{dtype}"
@@ -169,9 +173,8 @@ class HFBackend:
         params: SamplingParams,
         abort: threading.Event | None = None,
         kv: Any = None,
-    ) -> Any:
-        """A validated, planned services.inference.core.generation.Sequence for the batcher
-        (kv None: an uncompressed cache)."""
+    ) -> DecodeSequence:
+        """A validated, planned sequence for the batcher (kv None: an uncompressed cache)."""
         import torch
 
         from services.inference.core.budget import KVConfig
@@ -198,7 +201,7 @@ class HFBackend:
         )
 
     @property
-    def batcher(self) -> Any:
+    def batcher(self) -> ContinuousBatcher:
         """The model's continuous batcher (created on first use)."""
         with self._batcher_lock:
             if self._batcher is None:

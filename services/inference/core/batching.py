@@ -11,9 +11,10 @@ method, budget, bits and sampling; tokens are delivered to each request as they 
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,7 @@ class ContinuousBatcher:
 
     def run(self, seq: Sequence) -> Iterator[tuple[int, float]]:
         """Yields seq's (token, log-prob) as the decoder produces them. Closing the iterator
-        early aborts the sequence."""
+        early aborts seq and returns once the decoder has let go of it (within a step)."""
         outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.submit(seq, outbox.put)
         item = None
@@ -64,9 +65,28 @@ class ContinuousBatcher:
                     raise item
                 yield item
         finally:
-            seq.abort.set()
-            while item is not END_OF_STREAM:  # the decoder lets go of seq within a step
-                item = outbox.get()
+            if item is not END_OF_STREAM:
+                seq.abort.set()
+                while item is not END_OF_STREAM:
+                    item = outbox.get()
+
+    async def run_async(self, seq: Sequence) -> AsyncIterator[tuple[int, float]]:
+        """run() for an asyncio caller: tokens reach its event loop without holding a thread.
+        Close it with contextlib.aclosing to stop early."""
+        loop = asyncio.get_running_loop()
+        outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.submit(seq, lambda item: loop.call_soon_threadsafe(outbox.put_nowait, item))
+        item = None
+        try:
+            while (item := await outbox.get()) is not END_OF_STREAM:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if item is not END_OF_STREAM:
+                seq.abort.set()
+                while item is not END_OF_STREAM:
+                    item = await outbox.get()
 
     def _decode(self) -> None:
         batch = self.batch

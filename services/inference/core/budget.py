@@ -134,7 +134,7 @@ def max_tokens(
     return min(limit, base + min(block - 1, room))
 
 
-def decode_capacity(budget: int, spec: QuantSpec, geometry: CacheGeometry, config: Any) -> int:
+def decode_capacity(budget: int, spec: QuantSpec, geometry: CacheGeometry, config: KVConfig) -> int:
     """Tokens per layer that decode-time eviction may hold within `budget` bytes.
 
     16-bit: the largest N with bytes(N) <= budget; one token leaves per decoded token. b-bit:
@@ -159,7 +159,7 @@ def decode_capacity(budget: int, spec: QuantSpec, geometry: CacheGeometry, confi
             )
         return capacity
     block, group = spec.residual_length, spec.group_size
-    protected = -(-config.sink_tokens // group) * group if config.method == "streamingllm" else 0
+    protected = config.protected_groups(group) * group
     least = -(-(protected + group) // block)  # blocks of quantized history
     low, high = 0, budget // max(1, total(block)) + 1
     while low < high:  # the largest k with total(k*R + R - 1) <= budget
@@ -272,6 +272,13 @@ class KVConfig:
     @property
     def window(self) -> int:
         return self.window_size or DEFAULT_WINDOW[self.method]
+
+    def protected_groups(self, group_size: int) -> int:
+        """Leading quantization groups that b-bit decode eviction never removes: those
+        holding StreamingLLM's sinks."""
+        if self.method != "streamingllm":
+            return 0
+        return -(-self.sink_tokens // group_size)
 
     def min_tokens(self) -> int:
         """Fewest tokens the method can keep: sinks + 1 recent, or the observation window."""

@@ -323,8 +323,7 @@ class KilnCache:
                 older = store.scores[:, : store.quantized_tokens - block]
                 group = older.reshape(heads, -1, size).sum(-1).argmin(dim=-1)
             else:
-                sink_groups = -(-config.sink_tokens // size)
-                group = torch.full((heads,), sink_groups, device=device)
+                group = torch.full((heads,), config.protected_groups(size), device=device)
             store.evict_group(group)
 
     # -- accounting -----------------------------------------------------------------------------
