@@ -23,7 +23,7 @@ from services.judge.core.vanilla import VanillaJudge
 from services.llm.base import Backend
 from services.llm.cache import MemoryStore, ResponseCache
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "judge"
+DATA = Path(__file__).resolve().parents[1] / "data" / "judge"
 console = Console(width=120)
 
 

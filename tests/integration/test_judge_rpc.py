@@ -19,8 +19,9 @@ from services.common.clients import KilnClient
 from services.common.jobs_servicer import ref_to_pb
 from services.common.objectstore import ObjectStore
 from services.common.settings import Settings, get_settings
+from tests.datasets import JUDGE_DIR
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "judge"
+DATA = JUDGE_DIR
 VERDICTS = {"A", "B", "tie", "unparseable"}
 
 

@@ -1,7 +1,6 @@
-"""Judge metrics on the real sets in ../shared/data/judge with rule-based judges."""
+"""Judge metrics on the real sets in data/judge with rule-based judges."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,9 @@ from services.judge.core.metrics import (
     unswap,
 )
 from services.judge.core.verdicts import Winner
+from tests.datasets import JUDGE_DIR
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "judge"
+DATA = JUDGE_DIR
 A, B, TIE, BAD = Winner.A, Winner.B, Winner.TIE, Winner.UNPARSEABLE
 
 

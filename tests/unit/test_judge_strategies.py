@@ -3,7 +3,6 @@ scripted crowds for CCE, identity and scripted revisers for RevisEval."""
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -36,8 +35,9 @@ from services.judge.core.service import (
 from services.judge.core.verdicts import Winner
 from services.llm.cache import MemoryStore, ResponseCache
 from services.llm.scripted import ScriptedBackend
+from tests.datasets import JUDGE_DIR
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "judge"
+DATA = JUDGE_DIR
 SLOT = {
     s: re.compile(
         rf"\[The Start of Assistant {s}'s Answer\]\n(.*?)\n\[The End of Assistant {s}'s Answer\]",

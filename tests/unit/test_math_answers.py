@@ -1,6 +1,3 @@
-import json
-from pathlib import Path
-
 import pytest
 
 from services.common.math_answers import (
@@ -13,14 +10,11 @@ from services.common.math_answers import (
     parse_number,
     strip_boxed,
 )
-
-GSM8K = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "math" / "gsm8k_train.jsonl"
-)
+from tests.datasets import GSM8K_TRAIN, json_lines
 
 
 def test_recovers_the_answer_of_every_gsm8k_reference_solution() -> None:
-    rows = [json.loads(line) for line in GSM8K.read_text().splitlines()]
+    rows = json_lines(GSM8K_TRAIN)
     assert len(rows) == 7473
     for row in rows:
         marked = row["answer"].rsplit("####", 1)[1].strip()

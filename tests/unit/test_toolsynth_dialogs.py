@@ -3,7 +3,6 @@ tools, on BFCL's function docs and scripted dialogs."""
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
@@ -14,8 +13,9 @@ from services.toolsynth.core.formats import EXPORTERS, IMPORTERS, to_sharegpt
 from services.toolsynth.core.mock_tools import MockTool, sample
 from services.toolsynth.core.rules import call_errors, dialog_errors, observed_type, stage_report
 from services.toolsynth.core.tools import Tool, check_tool, json_schema, load_tools
+from tests.datasets import BFCL_DIR
 
-BFCL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tools" / "bfcl"
+BFCL = BFCL_DIR
 
 WEATHER = Tool(
     "weather.get",

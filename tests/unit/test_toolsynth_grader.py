@@ -1,4 +1,4 @@
-"""The BFCL-semantics grader on the real BFCL v4 questions in ../shared/data/tools/bfcl:
+"""The BFCL-semantics grader on the real BFCL v4 questions in data/tools/bfcl:
 ground truth is accepted, and a mutation suite is accepted or rejected exactly as BFCL's
 rules say, with the right error code."""
 
@@ -30,8 +30,9 @@ from services.toolsynth.core.grader import (
     grade,
     standardize,
 )
+from tests.datasets import BFCL_DIR
 
-BFCL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tools" / "bfcl"
+BFCL = BFCL_DIR
 SETS = ("simple_python", "multiple", "parallel", "parallel_multiple")
 
 
