@@ -1,4 +1,5 @@
-"""Typed gRPC clients: deadlines by default, retry on UNAVAILABLE, bearer token, TLS.
+"""Typed gRPC clients: deadlines on unary calls, keepalive, retry on UNAVAILABLE, bearer token,
+TLS.
 
 with connect("judge") as client:
     response = client.stub.Judge(request)
@@ -34,14 +35,19 @@ SERVICE_NAMES = {
 }
 
 
-def service_config(deadline_s: float, attempts: int = 4) -> str:
-    """gRPC service config: a default deadline and transparent retry on UNAVAILABLE."""
+# A dead peer under a long stream is noticed by HTTP/2 keepalive pings instead of a deadline.
+KEEPALIVE_TIME_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+
+
+def service_config(attempts: int = 4) -> str:
+    """gRPC service config: transparent retry on UNAVAILABLE. No timeout: a config timeout
+    caps every call whatever deadline its caller sets, streams included (see _CallDefaults)."""
     return json.dumps(
         {
             "methodConfig": [
                 {
                     "name": [{}],
-                    "timeout": f"{deadline_s:.3f}s",
                     "retryPolicy": {
                         "maxAttempts": attempts,
                         "initialBackoff": "0.1s",
@@ -55,38 +61,44 @@ def service_config(deadline_s: float, attempts: int = 4) -> str:
     )
 
 
-class _BearerToken(
+class _CallDefaults(
     grpc.UnaryUnaryClientInterceptor,
     grpc.UnaryStreamClientInterceptor,
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    """Adds `authorization: Bearer <token>` (works on insecure channels too)."""
+    """A default deadline for unary calls that set none (server-streaming calls such as
+    Generate and WatchJob live as long as the work they follow; keepalive notices a dead
+    peer), and `authorization: Bearer <token>` when a token is set (insecure channels too)."""
 
-    def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
+    def __init__(self, token: str, deadline_s: float) -> None:
+        self._headers = [("authorization", f"Bearer {token}")] if token else []
+        self._deadline_s = deadline_s
 
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+    def _details(self, details: grpc.ClientCallDetails, unary: bool) -> grpc.ClientCallDetails:
+        timeout = details.timeout
+        if timeout is None and unary:
+            timeout = self._deadline_s
         return _CallDetails(
             details.method,
-            details.timeout,
-            [*(details.metadata or ()), self._header],
+            timeout,
+            [*(details.metadata or ()), *self._headers],
             details.credentials,
             details.wait_for_ready,
             details.compression,
         )
 
     def intercept_unary_unary(self, continuation: Callable, details: Any, request: Any) -> Any:
-        return continuation(self._details(details), request)
+        return continuation(self._details(details, True), request)
 
     def intercept_unary_stream(self, continuation: Callable, details: Any, request: Any) -> Any:
-        return continuation(self._details(details), request)
+        return continuation(self._details(details, False), request)
 
     def intercept_stream_unary(self, continuation: Callable, details: Any, requests: Any) -> Any:
-        return continuation(self._details(details), requests)
+        return continuation(self._details(details, True), requests)
 
     def intercept_stream_stream(self, continuation: Callable, details: Any, requests: Any) -> Any:
-        return continuation(self._details(details), requests)
+        return continuation(self._details(details, False), requests)
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,10 @@ def open_channel(
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.enable_retries", 1),
-        ("grpc.service_config", service_config(deadline_s or settings.deadline_s)),
+        ("grpc.service_config", service_config()),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.http2.max_pings_without_data", 0),  # a quiet WatchJob still pings
     ]
     if settings.tls_ca:
         cert = settings.tls_client_cert.read_bytes() if settings.tls_client_cert else None
@@ -121,9 +136,7 @@ def open_channel(
     else:
         channel = grpc.insecure_channel(target, options=options)
     token = settings.auth_token if token is None else token
-    if token:
-        channel = grpc.intercept_channel(channel, _BearerToken(token))
-    return channel
+    return grpc.intercept_channel(channel, _CallDefaults(token, deadline_s or settings.deadline_s))
 
 
 class KilnClient:

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.clients import KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS
 from services.common.interceptors import AuthInterceptor, ErrorInterceptor
 from services.common.jobs import JobManager
 from services.common.jobs_servicer import register_jobs
@@ -78,6 +79,11 @@ def build_server(
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
+        # clients ping every KEEPALIVE_TIME_MS under long streams: allow it, and ping back
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+        ("grpc.keepalive_permit_without_calls", 1),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=options)
     jobs = JobManager(service, settings)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -10,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from kiln.common.v1 import common_pb2, common_pb2_grpc
 from kiln.judge.v1 import judge_pb2, judge_pb2_grpc
 from kiln.toolsynth.v1 import toolsynth_pb2, toolsynth_pb2_grpc
-from services.common.clients import SERVICE_NAMES, KilnClient
+from services.common.clients import SERVICE_NAMES, KilnClient, _CallDefaults, _CallDetails
 from services.common.settings import SERVICES, Settings
 
 TOKEN = "s3cret-token"
@@ -113,8 +116,9 @@ def test_unexpected_error_is_internal_without_internals(grpc_server, settings) -
     assert "RuntimeError" not in err.value.details()
 
 
-def test_deadlines_are_honoured(grpc_server, settings: Settings) -> None:
-    """A watch on a job no worker runs outlives any deadline: explicit and default ones."""
+def test_deadlines_cap_unary_calls_and_never_streams(grpc_server, settings: Settings) -> None:
+    """An explicit deadline ends a watch; the default deadline applies to unary calls only,
+    so a watch (or a long Generate stream) outlives it."""
     server = grpc_server("prober", settings)
     with KilnClient("prober", target=server.target, settings=settings) as client:
         job = client.jobs.SubmitCanary(
@@ -123,10 +127,20 @@ def test_deadlines_are_honoured(grpc_server, settings: Settings) -> None:
         with pytest.raises(grpc.RpcError) as err:
             list(client.jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job.id), timeout=0.5))
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    with KilnClient("prober", target=server.target, settings=settings, deadline_s=0.5) as client:
+    with KilnClient("prober", target=server.target, settings=settings, deadline_s=0.3) as client:
+        watch = client.jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job.id))
+        assert next(watch).id == job.id
+        time.sleep(1.0)  # over three default deadlines: the watch is still open
+        assert watch.is_active()
+        watch.cancel()
         with pytest.raises(grpc.RpcError) as err:
-            list(client.jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job.id)))
-        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            list(watch)
+        assert err.value.code() == grpc.StatusCode.CANCELLED
+    defaults = _CallDefaults("", deadline_s=0.3)
+    details = _CallDetails("/kiln.common.v1.Jobs/GetJob", None, None, None, None, None)
+    assert defaults._details(details, unary=True).timeout == 0.3
+    assert defaults._details(details, unary=False).timeout is None
+    assert defaults._details(dataclasses.replace(details, timeout=7.0), unary=True).timeout == 7.0
 
 
 def test_submit_is_idempotent_per_request_id(grpc_server, settings: Settings) -> None:
