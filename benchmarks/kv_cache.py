@@ -288,7 +288,7 @@ def concurrency_table(model: torch.nn.Module) -> None:
         "int4 / fp16",
         title="concurrent sequences in a fixed KV memory",
     )
-    llama = CacheGeometry(32, 8, 128, 2)
+    llama = CacheGeometry(32, 8, 128)
     memory = 16 * 1024**3
     fp16 = memory // cache_bytes([4096] * 32, QuantSpec(16), llama, False)
     for group in (32, 64, 128):

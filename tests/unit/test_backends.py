@@ -29,7 +29,9 @@ def test_hf_batched_greedy_equals_one_by_one_and_stream(hf: HFBackend) -> None:
         assert alone.token_ids == completion.token_ids
         streamed = list(hf.stream(prompt, params))
         assert [t for t, _ in streamed] == completion.token_ids
-        assert [lp for _, lp in streamed] == pytest.approx(completion.logprobs, abs=1e-5)
+        # the stream's kiln cache stores keys and values at 16 bits (fp16 beside these float32
+        # weights), generate()'s cache at 32: the same tokens, log-probs within fp16 rounding
+        assert [lp for _, lp in streamed] == pytest.approx(completion.logprobs, abs=1e-3)
         assert completion.finish_reason == "length" and len(completion.token_ids) == 12
 
 

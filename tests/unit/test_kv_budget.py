@@ -18,23 +18,23 @@ from services.inference.core.budget import (
 )
 from services.inference.core.pyramidkv import layer_budgets
 
-LLAMA_8B = CacheGeometry(num_layers=32, num_kv_heads=8, head_dim=128, element_bytes=2)
+LLAMA_8B = CacheGeometry(num_layers=32, num_kv_heads=8, head_dim=128)
 
 
 def test_head_bytes_by_hand() -> None:
     # N=100, D=64, 4 bits, G=32, R=32, fp16 residual, pruned: Q=96 quantized, r=4 residual
     # codes 2*96*64*4/8 = 6144; key scale+zero (96/32)*64*2*2 = 768;
     # value scale+zero 96*(64/32)*2*2 = 768; residual 4*64*2*2 = 1024; positions 100*4 = 400
-    assert head_bytes(100, QuantSpec(4, 32, 32), 64, 2, pruned=True) == 9104
-    assert head_bytes(100, QuantSpec(4, 32, 32), 64, 2, pruned=False) == 8704
-    # 16-bit: keys and values at e bytes each
-    assert head_bytes(100, QuantSpec(16), 64, 4, pruned=False) == 100 * 64 * 2 * 4
+    assert head_bytes(100, QuantSpec(4, 32, 32), 64, pruned=True) == 9104
+    assert head_bytes(100, QuantSpec(4, 32, 32), 64, pruned=False) == 8704
+    # 16-bit: keys and values at 2 bytes each, whatever the weights' dtype
+    assert head_bytes(100, QuantSpec(16), 64, pruned=False) == 100 * 64 * 2 * 2
     # 2 bits, G=16, R=64, N=64: codes 2*64*64*2/8 = 2048; key params (64/16)*64*4 = 1024;
     # value params 64*(64/16)*4 = 1024; no residual
-    assert head_bytes(64, QuantSpec(2, 16, 64), 64, 2, pruned=False) == 4096
-    geometry = CacheGeometry(2, 3, 64, 2)
+    assert head_bytes(64, QuantSpec(2, 16, 64), 64, pruned=False) == 4096
+    geometry = CacheGeometry(2, 3, 64)
     assert cache_bytes([100, 64], QuantSpec(4, 32, 32), geometry, True) == 3 * (
-        9104 + head_bytes(64, QuantSpec(4, 32, 32), 64, 2, True)
+        9104 + head_bytes(64, QuantSpec(4, 32, 32), 64, True)
     )
 
 
@@ -73,7 +73,7 @@ def test_pyramid_budgets() -> None:
     plan = plan_kv(KVConfig("pyramidkv", budget_fp16_tokens=256), 4096, LLAMA_8B)
     per_layer = plan.tokens_per_layer
     assert per_layer == sorted(per_layer, reverse=True) and per_layer[0] > per_layer[-1]
-    assert plan.bytes <= 256 * LLAMA_8B.token_bytes(2)
+    assert plan.bytes <= 256 * LLAMA_8B.token_bytes()
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,13 @@ precision (the residual window), so
 
     bytes(N) = Q*D*b/8 (key codes) + (Q/G)*D*2*2 (key fp16 scale+zero, per channel)
              + Q*D*b/8 (value codes) + Q*(D/G)*2*2 (value fp16 scale+zero, per token)
-             + r*D*2*e (residual keys and values, e bytes per element: the model's dtype)
+             + r*D*2*2 (residual keys and values at 16 bits)
              + N*4 (int32 positions of kept tokens, only when tokens are pruned).
 
-At 16 bits nothing is quantized: bytes(N) = N*D*2*e (+ N*4 when pruned). Totals multiply by
-KV heads and sum over layers.
+At 16 bits nothing is quantized: bytes(N) = N*D*2*2 (+ N*4 when pruned). Totals multiply by
+KV heads and sum over layers. Full-precision tokens are stored at 16 bits whatever the weights'
+dtype (fp16 for float32 weights, see kv_cache.storage_dtype), so "16-bit" means 16 bits and
+every comparison of bit widths is at equal memory.
 """
 
 from __future__ import annotations
@@ -37,23 +39,20 @@ class CacheGeometry:
     num_layers: int
     num_kv_heads: int
     head_dim: int
-    element_bytes: int = 2  # full-precision storage: the model's dtype (2 fp16/bf16, 4 fp32)
 
     @classmethod
-    def from_config(cls, config: Any, element_bytes: int) -> CacheGeometry:
+    def from_config(cls, config: Any) -> CacheGeometry:
         """Layers, KV heads and head_dim of a transformers decoder config."""
         heads = config.num_attention_heads
         return cls(
             config.num_hidden_layers,
             getattr(config, "num_key_value_heads", None) or heads,
             getattr(config, "head_dim", None) or config.hidden_size // heads,
-            element_bytes,
         )
 
-    def token_bytes(self, element_bytes: int | None = None) -> int:
-        """Bytes of one token across all layers and KV heads, keys and values."""
-        e = self.element_bytes if element_bytes is None else element_bytes
-        return self.num_layers * self.num_kv_heads * self.head_dim * 2 * e
+    def token_bytes(self) -> int:
+        """Bytes of one 16-bit token across all layers and KV heads, keys and values."""
+        return self.num_layers * self.num_kv_heads * self.head_dim * 2 * FP16_BYTES
 
 
 @dataclass(frozen=True)
@@ -76,27 +75,24 @@ class QuantSpec:
         return self
 
 
-def head_bytes(
-    tokens: int, spec: QuantSpec, head_dim: int, element_bytes: int, pruned: bool
-) -> int:
+def head_bytes(tokens: int, spec: QuantSpec, head_dim: int, pruned: bool) -> int:
     """Bytes of one KV head of one layer holding `tokens` tokens (see the module docstring)."""
     index = tokens * INDEX_BYTES if pruned else 0
     if spec.bits == 16:
-        return tokens * head_dim * 2 * element_bytes + index
+        return tokens * head_dim * 2 * FP16_BYTES + index
     residual = tokens % spec.residual_length
     quantized = tokens - residual
     codes = 2 * quantized * head_dim * spec.bits // 8
     key_params = (quantized // spec.group_size) * head_dim * 2 * SCALE_BYTES
     value_params = quantized * (head_dim // spec.group_size) * 2 * SCALE_BYTES
-    return codes + key_params + value_params + residual * head_dim * 2 * element_bytes + index
+    return codes + key_params + value_params + residual * head_dim * 2 * FP16_BYTES + index
 
 
 def cache_bytes(
     tokens_per_layer: list[int], spec: QuantSpec, geometry: CacheGeometry, pruned: bool
 ) -> int:
     return geometry.num_kv_heads * sum(
-        head_bytes(n, spec, geometry.head_dim, geometry.element_bytes, pruned)
-        for n in tokens_per_layer
+        head_bytes(n, spec, geometry.head_dim, pruned) for n in tokens_per_layer
     )
 
 
@@ -213,7 +209,7 @@ def budget_in_bytes(
     if budget_fp16_tokens < 0:
         raise InvalidInput("kv.budget_fp16_tokens", "must be positive")
     if budget_fp16_tokens:
-        return int(budget_fp16_tokens * geometry.token_bytes(FP16_BYTES))
+        return int(budget_fp16_tokens * geometry.token_bytes())
     return budget_bytes
 
 

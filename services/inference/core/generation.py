@@ -103,14 +103,14 @@ def use_kiln_attention(model: Any) -> None:
 
 
 def geometry_of(model: Any) -> CacheGeometry:
-    return CacheGeometry.from_config(model.config, next(model.parameters()).element_size())
+    return CacheGeometry.from_config(model.config)
 
 
 @dataclass
 class KVStats:
     plan: KVPlan
     bytes_used: int  # measured: bytes physically held by the cache at the end
-    bytes_full: int  # the same tokens in an uncompressed cache of the model's dtype
+    bytes_full: int  # the same tokens in an uncompressed 16-bit cache
     tokens_per_layer: list[int]
 
 

@@ -2,8 +2,8 @@
 quantized KIVI-style, with memory that is physically what the byte formula says.
 
 One KilnCache holds one sequence. Each layer keeps (a) quantized blocks of R tokens: keys
-per-channel and values per-token, packed codes + fp16 scale/zero, (b) a full-precision residual
-of the newest r < R tokens (the model's dtype), (c) int32 positions of kept tokens when pruned.
+per-channel and values per-token, packed codes + fp16 scale/zero, (b) a 16-bit residual of the
+newest r < R tokens (storage_dtype), (c) int32 positions of kept tokens when pruned.
 Appending never touches quantized history: a full residual is quantized as one new block.
 Keys are stored after RoPE, so kept tokens keep their original positions; callers pass
 position_ids explicitly.
@@ -31,12 +31,19 @@ from services.inference.core.quant import (
 ACTIVE = threading.local()
 
 
+def storage_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """The 16-bit dtype full-precision tokens are stored in: the model's own when it is 16-bit,
+    else float16 (float32 weights must not make a "16-bit" cache twice its planned size)."""
+    return model_dtype if torch.finfo(model_dtype).bits == 16 else torch.float16
+
+
 @dataclass
 class LayerStore:
-    """One layer of one sequence: [H, N, D] keys and values, stored compressed."""
+    """One layer of one sequence: [H, N, D] keys and values, stored compressed; full-precision
+    tokens at 16 bits (storage_dtype), handed to attention in the model's dtype."""
 
     spec: QuantSpec
-    dtype: torch.dtype
+    dtype: torch.dtype  # the model's (compute) dtype
     track_positions: bool
     keys_q: Quantized | None = None  # every flushed block, concatenated along tokens
     values_q: Quantized | None = None
@@ -54,7 +61,8 @@ class LayerStore:
         self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor | None = None
     ) -> None:
         """Appends keys/values [H, T, D] (and their positions [H, T]); flushes full blocks."""
-        keys, values = keys.to(self.dtype), values.to(self.dtype)
+        stored = storage_dtype(self.dtype)
+        keys, values = keys.to(stored), values.to(stored)
         if self.residual_k is None:
             self.residual_k, self.residual_v = keys, values
         else:
@@ -84,14 +92,12 @@ class LayerStore:
 
     def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Dequantized keys and values [H, N, D] in the model's dtype (transient)."""
+        residual_k, residual_v = self.residual_k.to(self.dtype), self.residual_v.to(self.dtype)
         if self.keys_q is None:
-            return self.residual_k, self.residual_v
+            return residual_k, residual_v
         keys = dequantize_per_channel(self.keys_q, self.dtype)
         values = dequantize_per_token(self.values_q, self.dtype)
-        return (
-            torch.cat([keys, self.residual_k], dim=1),
-            torch.cat([values, self.residual_v], dim=1),
-        )
+        return torch.cat([keys, residual_k], dim=1), torch.cat([values, residual_v], dim=1)
 
     @property
     def quantized_tokens(self) -> int:

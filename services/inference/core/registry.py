@@ -13,7 +13,6 @@ from services.inference.core.budget import CacheGeometry
 
 ENGINES = ("hf", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 VLLM_KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 
 
@@ -35,7 +34,7 @@ class LoadedModel:
             from transformers import AutoConfig
 
             config = AutoConfig.from_pretrained(str(self.backend.path))
-        return CacheGeometry.from_config(config, DTYPE_BYTES.get(self.dtype, 4))
+        return CacheGeometry.from_config(config)
 
     def describe(self) -> dict[str, Any]:
         """parameters, layers, KV heads and head_dim of the model."""
