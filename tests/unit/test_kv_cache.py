@@ -256,3 +256,62 @@ def test_quantized_streamingllm_decoding_holds_the_byte_budget(hf: HFBackend) ->
     for store in seq.cache.layers:
         newest = list(range(seen - (store.tokens - 16), seen))
         assert store.positions[0].tolist() == first_group + newest
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        KVConfig("none"),
+        KVConfig("snapkv", budget_fp16_tokens=24, window_size=8),
+        KVConfig("pyramidkv", budget_fp16_tokens=30, window_size=8),
+        KVConfig("streamingllm", budget_fp16_tokens=30),
+        KVConfig("h2o", budget_fp16_tokens=30, bits=4, group_size=16, residual_length=16),
+        KVConfig("h2o", budget_fp16_tokens=40, compress_decode=True),
+        KVConfig(
+            "snapkv", budget_fp16_tokens=24, window_size=8, query_aware=False, question_tokens=6
+        ),
+    ],
+    ids=lambda c: f"{c.method}-{c.bits}-{c.compress_decode}-{c.query_aware}",
+)
+def test_chunked_prefill_keeps_what_one_pass_keeps(hf: HFBackend, config: KVConfig) -> None:
+    """Chunks of 7 tokens (the last one shorter, SnapKV's 8-query window across two chunks):
+    the same kept positions per layer and head, the same greedy tokens, the same bytes."""
+    ids = encode_prompt(hf.tokenizer, PROMPT)
+    assert len(ids) % 7 and len(ids) > 4 * 7
+
+    def decoded(chunk: int) -> tuple[list[int], list, int]:
+        batch = DecodeBatch(hf.hf_model, prefill_chunk=chunk)
+        seq = batch.sequence(ids, 10, lambda lp: int(lp.argmax()), config, None)
+        events = [batch.admit(seq)]
+        while batch.live:
+            events += batch.step()
+        positions = [s.positions for s in seq.cache.layers]
+        return [e[1] for e in events if e], positions, seq.cache.nbytes()
+
+    one_pass, chunked = decoded(len(ids)), decoded(7)
+    assert chunked[0] == one_pass[0]
+    assert chunked[2] == one_pass[2]
+    for a, b in zip(chunked[1], one_pass[1], strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_abort_stops_a_prefill_within_one_chunk(hf: HFBackend) -> None:
+    """An abort set while the first chunk runs: no second chunk, no token, the partial cache
+    is dropped."""
+    ids = encode_prompt(hf.tokenizer, PROMPT)
+    batch = DecodeBatch(hf.hf_model, prefill_chunk=8)
+    seq = batch.sequence(
+        ids, 10, lambda lp: int(lp.argmax()), KVConfig("h2o", budget_fp16_tokens=30), None
+    )
+    forwards = []
+    inner = batch._forward
+
+    def forward_then_abort(*args):
+        forwards.append(args[0].shape[1])
+        seq.abort.set()
+        return inner(*args)
+
+    batch._forward = forward_then_abort
+    assert batch.admit(seq) is None
+    assert forwards == [8]
+    assert seq.finished and seq.cache is None and seq.tokens == [] and not batch.live

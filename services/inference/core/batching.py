@@ -26,6 +26,7 @@ END_OF_STREAM = object()  # delivered after a sequence's last token (or its erro
 @dataclass(frozen=True)
 class BatchingConfig:
     max_batch: int = 16  # sequences decoded together; more wait for a slot
+    prefill_chunk: int = 512  # prompt tokens per prefill forward (an abort waits one chunk)
     idle_exit_s: float = 5.0  # the decoder thread exits after this long with nothing to do
 
 
@@ -33,8 +34,8 @@ class ContinuousBatcher:
     """Runs every submitted Sequence of one model in a shared, changing decode batch."""
 
     def __init__(self, model: Any, config: BatchingConfig | None = None) -> None:
-        self.batch = DecodeBatch(model)
         self.config = config or BatchingConfig()
+        self.batch = DecodeBatch(model, self.config.prefill_chunk)
         self._waiting: queue.Queue[Sequence] = queue.Queue()
         self._outboxes: dict[int, Callable[[Any], None]] = {}
         self._lock = threading.Lock()

@@ -53,14 +53,29 @@ def kiln_attention(
         return out, None
     layer = module.layer_idx
     if cache.prefilling:
-        out = F.scaled_dot_product_attention(
-            query, key, value, is_causal=True, scale=scaling, enable_gqa=True
-        )
-        cache.store_prefill(layer, query[0], key[0], value[0], scaling)
+        keys, values = cache.prefill_chunk(layer, query[0], key[0], value[0], scaling)
+        out = _prefill_attention(query, keys.unsqueeze(0), values.unsqueeze(0), scaling)
         return out.transpose(1, 2).contiguous(), None
     out, probs = _decode_attention(query, key, value, scaling, None, cache.needs_attention_probs)
     cache.after_decode_attention(layer, None if probs is None else probs[0])
     return out, None
+
+
+def _prefill_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float
+) -> torch.Tensor:
+    """Causal attention of a chunk's queries [1, Hq, c, D], the last c of the S positions of
+    key/value [1, Hkv, S, D] -> [1, Hq, c, D]."""
+    chunk, seen = query.shape[2], key.shape[2]
+    if chunk == seen:
+        return F.scaled_dot_product_attention(
+            query, key, value, is_causal=True, scale=scaling, enable_gqa=True
+        )
+    rows = torch.arange(seen - chunk, seen, device=query.device).unsqueeze(-1)
+    mask = torch.arange(seen, device=query.device).unsqueeze(0) <= rows  # [c, S]
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True
+    )
 
 
 def _decode_attention(
@@ -184,11 +199,16 @@ class Sequence:
 class DecodeBatch:
     """Iteration-level batching (Orca): sequences join after their own prefill (compression
     needs each prompt's attention) and leave when done, while every decoding step feeds one
-    token per live sequence, [B, 1], through a BatchedKilnCache."""
+    token per live sequence, [B, 1], through a BatchedKilnCache.
 
-    def __init__(self, model: Any) -> None:
+    A prompt is prefilled in chunks of `prefill_chunk` tokens, so its attention never needs a
+    T x T matrix and an abort (or a client gone) stops a long prefill within one chunk.
+    """
+
+    def __init__(self, model: Any, prefill_chunk: int = 512) -> None:
         use_kiln_attention(model)
         self.model = model
+        self.prefill_chunk = prefill_chunk
         self.geometry = geometry_of(model)
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
@@ -208,13 +228,20 @@ class DecodeBatch:
         return Sequence(prompt_ids, max_tokens, choose, kv, self.geometry, eos_token_id, abort)
 
     def admit(self, seq: Sequence) -> Event | None:
-        """Prefills seq alone (exact attention, then prune + quantize per layer); it joins the
-        batch unless its first token already ends it."""
+        """Prefills seq alone, chunk by chunk (exact attention, then prune + quantize per
+        layer); it joins the batch unless its first token already ends it. An abort seen
+        between chunks ends seq and drops its partial cache."""
         seq.cache = KilnCache(seq.plan, seq.kv, self.geometry, self.dtype)
-        ids = torch.tensor([seq.prompt_ids], device=self.device)
-        positions = torch.arange(len(seq.prompt_ids), device=self.device).unsqueeze(0)
+        prompt = seq.prompt_ids
         with torch.inference_mode():
-            logits = self._forward(ids, positions, seq.cache)
+            for start in range(0, len(prompt), self.prefill_chunk):
+                if seq.abort.is_set():
+                    seq.cache, seq.finished = None, True
+                    return None
+                end = min(len(prompt), start + self.prefill_chunk)
+                ids = torch.tensor([prompt[start:end]], device=self.device)
+                positions = torch.arange(start, end, device=self.device).unsqueeze(0)
+                logits = self._forward(ids, positions, seq.cache)
         event = seq.advance(logits[0, -1])
         if not seq.finished:
             self.live.append(seq)

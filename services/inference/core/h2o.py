@@ -20,21 +20,23 @@ def accumulated_attention(
 ) -> torch.Tensor:
     """Column sums of the causal attention matrix, per KV head.
 
-    query [Hq, T, D], key [Hkv, T, D] -> [Hkv, T]: sum over queries i >= j of softmax_i(j),
-    averaged over the Hq/Hkv query heads sharing each KV head.
+    query [Hq, Tq, D] (the last Tq of the Tk positions), key [Hkv, Tk, D] -> [Hkv, Tk]: sum
+    over those queries i >= j of softmax_i(j), averaged over the Hq/Hkv query heads sharing
+    each KV head. A chunked prefill adds up the sums of its chunks (padded to Tk).
     """
-    hq, t, _ = query.shape
-    hkv = key.shape[0]
+    hq, tq, _ = query.shape
+    hkv, t = key.shape[0], key.shape[1]
+    offset = t - tq
     group = hq // hkv
     keys = key.float().repeat_interleave(group, dim=0)
     device = query.device
     totals = torch.zeros(hq, t, device=device)
-    for start in range(0, t, chunk):
+    columns = torch.arange(t, device=device).unsqueeze(0)
+    for start in range(0, tq, chunk):
         q = query[:, start : start + chunk].float()
-        logits = q @ keys.transpose(-1, -2) * scaling  # [Hq, c, T]
-        rows = torch.arange(start, start + q.shape[1], device=device).unsqueeze(-1)
-        columns = torch.arange(t, device=device).unsqueeze(0)
-        logits = logits.masked_fill(columns > rows, float("-inf"))
+        logits = q @ keys.transpose(-1, -2) * scaling  # [Hq, c, Tk]
+        rows = torch.arange(offset + start, offset + start + q.shape[1], device=device)
+        logits = logits.masked_fill(columns > rows.unsqueeze(-1), float("-inf"))
         totals += logits.softmax(-1).sum(1)
     return totals.reshape(hkv, group, t).mean(1)
 

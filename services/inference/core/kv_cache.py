@@ -178,11 +178,24 @@ def _append(history: Quantized | None, block: Quantized) -> Quantized:
     )
 
 
+@dataclass
+class PrefillState:
+    """One layer's prompt while it is prefilled in chunks (transient, full precision)."""
+
+    keys: torch.Tensor | None = None  # [Hkv, S, D], the S prompt tokens seen so far
+    values: torch.Tensor | None = None
+    queries: torch.Tensor | None = None  # [Hq, <= w, D], the newest w queries (SnapKV's window)
+    scores: torch.Tensor | None = None  # [Hkv, S] H2O accumulated attention so far
+
+
 class KilnCache:
     """KV cache of one sequence for a transformers decoder, driven by kiln_attention.
 
-    During prefill (`prefilling` True) update() passes the prompt's keys through; the attention
-    function computes exact attention, then calls store_prefill() which prunes and stores.
+    During prefill (`prefilling` True) update() passes the prompt's keys through, and the
+    attention function hands each chunk to prefill_chunk(), which keeps the prompt's keys,
+    values, newest queries and H2O scores until the last chunk, then prunes and stores it
+    (store_prefill). The selection is the one an unchunked prefill makes: SnapKV's window is
+    the prompt's end, H2O's column sums add up over chunks.
     During decoding update() appends and returns the whole (dequantized) cache. It also works
     as transformers' own `model.generate(..., past_key_values=cache)` cache.
     """
@@ -200,6 +213,7 @@ class KilnCache:
         self.layers = [
             LayerStore(plan.spec, dtype, plan.pruned) for _ in range(geometry.num_layers)
         ]
+        self.pending = [PrefillState() for _ in range(geometry.num_layers)]
 
     # -- the transformers Cache surface used by decoder layers -----------------------------
     def update(
@@ -228,6 +242,35 @@ class KilnCache:
         return self.seen_tokens
 
     # -- compression -------------------------------------------------------------------------
+    def prefill_chunk(
+        self,
+        layer_idx: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        scaling: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of the prompt through one layer: query [Hq, c, D], key/value [Hkv, c, D]
+        for the c positions after the S - c already seen. Returns the layer's prompt keys and
+        values so far [Hkv, S, D] for the chunk's attention; after the prompt's last chunk
+        (S = plan.sequence_length) the layer is selected and stored."""
+        state = self.pending[layer_idx]
+        keys = key if state.keys is None else torch.cat([state.keys, key], dim=1)
+        values = value if state.values is None else torch.cat([state.values, value], dim=1)
+        if self.config.method == "h2o" or self.needs_attention_probs:
+            scores = h2o.accumulated_attention(query, keys, scaling)
+            if state.scores is not None:
+                scores[:, : state.scores.shape[1]] += state.scores
+            state.scores = scores
+        queries = query if state.queries is None else torch.cat([state.queries, query], dim=1)
+        state.queries = queries[:, -self.query_window :]
+        if keys.shape[1] < self.plan.sequence_length:
+            state.keys, state.values = keys, values
+        else:
+            self.store_prefill(layer_idx, state.queries, keys, values, scaling, state.scores)
+            self.pending[layer_idx] = PrefillState()
+        return keys, values
+
     def store_prefill(
         self,
         layer_idx: int,
@@ -235,12 +278,20 @@ class KilnCache:
         key: torch.Tensor,
         value: torch.Tensor,
         scaling: float,
+        scores: torch.Tensor | None = None,
     ) -> None:
-        """Selects the kept tokens of one layer and stores them. query [Hq, T, D],
-        key/value [Hkv, T, D]."""
+        """Selects the kept tokens of one layer and stores them. query [Hq, w, D] (the prompt's
+        last w <= T queries), key/value [Hkv, T, D], scores [Hkv, T] (H2O accumulated
+        attention; computed from query when None, which then must hold all T queries)."""
         hkv, t, _ = key.shape
+        if scores is None and (self.config.method == "h2o" or self.needs_attention_probs):
+            scores = h2o.accumulated_attention(query, key, scaling)
+        if query.shape[1] < t:  # window selection reads the last rows only
+            query = torch.cat(
+                [query.new_zeros(query.shape[0], t - query.shape[1], query.shape[2]), query], dim=1
+            )
         budget = self.plan.tokens_per_layer[layer_idx]
-        indices = self._select(layer_idx, query, key, budget, scaling)
+        indices = self._select(layer_idx, query, key, budget, scaling, scores)
         store = self.layers[layer_idx]
         if indices is None:
             store.extend(key, value, torch.arange(t, device=key.device).expand(hkv, -1))
@@ -248,14 +299,19 @@ class KilnCache:
             gather = indices.unsqueeze(-1).expand(-1, -1, key.shape[-1])
             store.extend(key.gather(1, gather), value.gather(1, gather), indices)
         if self.needs_attention_probs:
-            scores = h2o.accumulated_attention(query, key, scaling)
             store.scores = scores if indices is None else scores.gather(1, indices)
         if layer_idx == self.geometry.num_layers - 1:
             self.seen_tokens = t
             self.prefilling = False
 
     def _select(
-        self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, budget: int, scaling: float
+        self,
+        layer_idx: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        budget: int,
+        scaling: float,
+        scores: torch.Tensor | None,
     ) -> torch.Tensor | None:
         hkv, t = key.shape[0], key.shape[1]
         if budget >= t:
@@ -266,9 +322,7 @@ class KilnCache:
                 t, budget, streamingllm.StreamingLLMConfig(config.sink_tokens), hkv, key.device
             )
         if config.method == "h2o":
-            return h2o.select(
-                h2o.accumulated_attention(query, key, scaling), budget, h2o.H2OConfig()
-            )
+            return h2o.select(scores, budget, h2o.H2OConfig())
         snap = snapkv.SnapKVConfig(
             config.window,
             config.kernel_size,
@@ -283,6 +337,13 @@ class KilnCache:
                 query, key, budget, pyramidkv.PyramidKVConfig(config.pyramid_beta, snap), scaling
             )
         raise ValueError(f"method {config.method} does not prune")
+
+    @property
+    def query_window(self) -> int:
+        """The prompt's last queries the selection reads: SnapKV's observation window, ending
+        before the question when query-agnostic (at least one)."""
+        question = 0 if self.config.query_aware else self.config.question_tokens
+        return max(1, self.config.window + question)
 
     @property
     def needs_attention_probs(self) -> bool:
