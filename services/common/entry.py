@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 
 from services.common.logs import setup_logging
@@ -23,6 +24,9 @@ def main(service: str, argv: list[str] | None = None) -> None:
 
     settings = get_settings()
     setup_logging(service, settings.log_level, settings.log_json)
+    if settings.torch_threads:  # read by torch at import, here and in forked worker children
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(settings.torch_threads)
     if args.command == "serve":
         from services.common.server import serve as run_server
 

@@ -155,7 +155,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             if streaming:
 
                 async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                    token = request_id_var.set(request_id)
+                    # Set, never reset: a stream the client closes early is finalized in
+                    # another context, where reset() raises; each RPC runs in its own task,
+                    # whose context ends with it.
+                    request_id_var.set(request_id)
                     try:
                         async for item in behaviour(request, context):
                             yield item
@@ -163,8 +166,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                         raise
                     except Exception as exc:
                         await fail(context, exc)
-                    finally:
-                        request_id_var.reset(token)
 
                 return stream
 

@@ -4,6 +4,7 @@ folder holds a full model (config.json) or a PEFT LoRA adapter (adapter_config.j
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,20 @@ def fetch_source(source: str, field: str, settings: Settings | None = None) -> P
     if not is_folder:
         raise InvalidInput(field, f"{source[:200]} is not a folder on the server")
     return folder
+
+
+def stored_parameters(folder: Path) -> int:
+    """Parameters in a model folder's safetensors files, read from their headers (no weights
+    loaded; a tied embedding is stored, and counted, once)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                shape = weights.get_slice(name).get_shape()
+                total += math.prod(shape)
+    return total
 
 
 def is_adapter(folder: Path) -> bool:

@@ -73,7 +73,14 @@ class Settings(BaseSettings):
         16, ge=1, description="sequences the hf engine decodes together (continuous batching)"
     )
     device: str = Field("", description="torch device of hf models; empty: cuda if available")
-    models_dir: Path | None = Field(None, description="local folder of named models")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads per server or worker process for torch; 0: torch's default",
+    )
+    models_dir: Path | None = Field(
+        None, description="folder of named models loaded on first use; default <home>/models"
+    )
     openai_base_url: str = Field("", description="OpenAI-compatible endpoint of the openai backend")
     openai_api_key: str = Field("", description="its API key")
     cache_dir: Path | None = Field(None, description="download cache; default <home>/cache")
@@ -98,6 +105,10 @@ class Settings(BaseSettings):
         if self.visibility_timeout_s > 0:
             return self.visibility_timeout_s
         return int(self.task_time_limit_s * 1.1) + 60
+
+    @property
+    def effective_models_dir(self) -> Path:
+        return self.models_dir or self.home / "models"
 
     @property
     def effective_cache_dir(self) -> Path:

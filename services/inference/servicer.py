@@ -29,7 +29,7 @@ from services.common.sandbox import SandboxLimits
 from services.common.settings import Settings
 from services.inference.core.budget import KVConfig, plan_kv
 from services.inference.core.generation import KVStats
-from services.inference.core.registry import ModelRegistry
+from services.inference.core.registry import DEFAULT_DTYPE, ModelRegistry
 from services.inference.core.tool_integrated import TIRConfig, generate_with_tools
 from services.llm.base import Prompt, SamplingParams, truncate_at_stop
 from services.llm.tokens import encode_prompt
@@ -115,7 +115,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.settings = settings
         self.jobs = jobs
         self.registry = registry or ModelRegistry(
-            settings.models_dir, torch_device(settings.device), settings.decode_batch
+            settings.effective_models_dir, torch_device(settings.device), settings.decode_batch
         )
         self.slots = asyncio.Semaphore(
             settings.max_concurrent_generations or default_generation_slots()
@@ -341,7 +341,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             resolved.base,
             source,
             request.engine or "hf",
-            request.dtype or "float32",
+            request.dtype or DEFAULT_DTYPE,
             request.kv_cache_dtype,
             resolved.adapters,
         )

@@ -147,17 +147,33 @@ class Backend(Protocol):
     ) -> list[TokenScores]: ...
 
 
+# Far beyond any context kiln serves (8,192 tokens is about 40 KB of text), small enough that
+# tokenizing a refused prompt costs little.
+MAX_PROMPT_BYTES = 1 << 20
+
+
 def validate_prompt(prompt: Prompt, field_name: str = "prompt") -> Prompt:
     if isinstance(prompt, str):
+        _check_size(len(prompt.encode("utf-8", "surrogatepass")), field_name)
         return prompt
     if not prompt:
         raise InvalidInput(field_name, "messages must not be empty")
+    size = 0
     for i, message in enumerate(prompt):
         if message.get("role") not in ROLES:
             raise InvalidInput(f"{field_name}[{i}].role", f"must be one of {sorted(ROLES)}")
         if not isinstance(message.get("content"), str):
             raise InvalidInput(f"{field_name}[{i}].content", "must be a string")
+        size += len(message["content"].encode("utf-8", "surrogatepass"))
+    _check_size(size, field_name)
     return prompt
+
+
+def _check_size(size: int, field_name: str) -> None:
+    if size > MAX_PROMPT_BYTES:
+        raise InvalidInput(
+            field_name, f"{size:,} bytes of text exceed the {MAX_PROMPT_BYTES:,}-byte prompt cap"
+        )
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -16,6 +16,8 @@ from services.llm.base import (
     validate_prompt,
 )
 from services.llm.tokens import (
+    check_context,
+    context_length,
     encode_context,
     encode_continuation,
     folder_fingerprint,
@@ -73,6 +75,7 @@ class HFBackend:
         self._fingerprint = f"hf:{folder_fingerprint(self.path)}{merged}:{dtype}"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.context_length = context_length(self.hf_model.config)
 
     @property
     def fingerprint(self) -> str:
@@ -99,6 +102,7 @@ class HFBackend:
         rows = [encode_context(self.tokenizer, validate_prompt(p)) for p in prompts]
         if not rows:
             return []
+        check_context(max(map(len, rows)), params.max_tokens, self.context_length)
         ids, mask = self._left_pad(rows)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": False}
         if not params.greedy:
@@ -181,6 +185,7 @@ class HFBackend:
 
         params.validate()
         prompt_ids = encode_context(self.tokenizer, validate_prompt(prompt))
+        check_context(len(prompt_ids), params.max_tokens, self.context_length)
         generator = None
         if not params.greedy:
             generator = torch.Generator(device=self.device)
@@ -223,6 +228,8 @@ class HFBackend:
             raise ValueError("one continuation per prompt")
         prefix = [encode_context(self.tokenizer, validate_prompt(p)) for p in prompts]
         suffix = [encode_continuation(self.tokenizer, c) for c in continuations]
+        for p, s in zip(prefix, suffix, strict=True):
+            check_context(len(p), len(s), self.context_length, "continuation tokens")
         rows: list[list[int]] = []
         row_of: dict[tuple[int, ...], int] = {}
         where: list[int] = []

@@ -99,18 +99,22 @@ class RemoteBackend:
             tools=self.tools,
             **prompt_fields(validate_prompt(prompt)),
         )
+        done = None
         with _downstream():
+            # read the stream to its end: leaving at the complete message would cancel a call
+            # that succeeded (the server would count and log it CANCELLED)
             for response in self.client.stub.Generate(request):
                 if response.WhichOneof("kind") == "complete":
                     done = response.complete
-                    return Completion(
-                        done.text,
-                        list(done.token_ids),
-                        done.finish_reason,
-                        int(done.usage.prompt_tokens),
-                        list(done.logprobs) if params.logprobs else None,
-                    )
-        raise Unavailable("inference: the Generate stream ended without a complete message")
+        if done is None:
+            raise Unavailable("inference: the Generate stream ended without a complete message")
+        return Completion(
+            done.text,
+            list(done.token_ids),
+            done.finish_reason,
+            int(done.usage.prompt_tokens),
+            list(done.logprobs) if params.logprobs else None,
+        )
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
         params.validate()

@@ -36,6 +36,24 @@ def encode_context(tokenizer: Any, prompt: Prompt) -> list[int]:
     return ids
 
 
+def context_length(config: Any) -> int:
+    """Positions the model was trained for (max_position_embeddings); 0 when it says none."""
+    return int(getattr(config, "max_position_embeddings", 0) or 0)
+
+
+def check_context(
+    prompt_tokens: int, new_tokens: int, limit: int, what: str = "max_tokens"
+) -> None:
+    """InvalidInput naming `prompt` when the prompt and the tokens to add (max_tokens, or a
+    scored continuation) do not fit the model's context of `limit` positions (0: no limit)."""
+    if limit and prompt_tokens + new_tokens > limit:
+        raise InvalidInput(
+            "prompt",
+            f"{prompt_tokens} prompt tokens + {what} {new_tokens} = "
+            f"{prompt_tokens + new_tokens} exceed the model's context of {limit} tokens",
+        )
+
+
 def encode_continuation(tokenizer: Any, continuation: str) -> list[int]:
     """Continuation tokens are encoded on their own and appended to the prompt's tokens."""
     return list(tokenizer(continuation, add_special_tokens=False)["input_ids"])

@@ -20,6 +20,7 @@ from services.llm.base import (
     validate_prompt,
 )
 from services.llm.tokens import (
+    check_context,
     encode_context,
     encode_continuation,
     folder_fingerprint,
@@ -32,7 +33,9 @@ class VLLMConfig:
     dtype: str = "float32"  # float32 gives token-exact agreement with transformers on CPU
     max_model_len: int = 2048
     kv_cache_dtype: str = "auto"  # "fp8" (fp8_e4m3/fp8_e5m2) halves KV memory; needs AVX-512 on CPU
-    gpu_memory_utilization: float = 0.5
+    # KV memory reserved by the engine; without it vLLM on CPU takes half the machine's RAM
+    # (10.3 GiB for a 135M model on 24 GiB)
+    kv_cache_memory_bytes: int = 1 << 30
     enforce_eager: bool = True
     seed: int = 0
 
@@ -53,7 +56,7 @@ class VLLMBackend:
             dtype=self.config.dtype,
             max_model_len=self.config.max_model_len,
             kv_cache_dtype=self.config.kv_cache_dtype,
-            gpu_memory_utilization=self.config.gpu_memory_utilization,
+            kv_cache_memory_bytes=self.config.kv_cache_memory_bytes,
             enforce_eager=self.config.enforce_eager,
             seed=self.config.seed,
         )
@@ -79,6 +82,8 @@ class VLLMBackend:
 
         params.validate()
         rows = [encode_context(self.tokenizer, validate_prompt(p)) for p in prompts]
+        for row in rows:
+            check_context(len(row), params.max_tokens, self.config.max_model_len)
         if not rows:
             return []
         sampling = VSamplingParams(
@@ -113,6 +118,8 @@ class VLLMBackend:
             raise ValueError("one continuation per prompt")
         prefix = [encode_context(self.tokenizer, validate_prompt(p)) for p in prompts]
         suffix = [encode_continuation(self.tokenizer, c) for c in continuations]
+        for p, s in zip(prefix, suffix, strict=True):
+            check_context(len(p), len(s), self.config.max_model_len, "continuation tokens")
         if not prefix:
             return []
         sampling = VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)

@@ -65,7 +65,7 @@ def test_vllm_fp8_kv_cache_holds_twice_the_blocks(tiny_model: Path) -> None:
     for kv_dtype in ("auto", "fp8"):
         backend = VLLMBackend(
             tiny_model,
-            VLLMConfig(dtype="float16", kv_cache_dtype=kv_dtype, gpu_memory_utilization=0.2),
+            VLLMConfig(dtype="float16", kv_cache_dtype=kv_dtype, kv_cache_memory_bytes=256 << 20),
         )
         blocks[kv_dtype] = backend.llm.llm_engine.vllm_config.cache_config.num_gpu_blocks
         outputs[kv_dtype] = backend.generate(["the answer is"], SamplingParams(max_tokens=8))[0]
