@@ -40,7 +40,9 @@ def evaluate(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
         metrics = {"calls": judge.usage.calls, "cached_calls": judge.usage.cached_calls}
         if labeled:
             labels, verdicts = zip(*labeled, strict=True)
-            metrics["accuracy"] = accuracy(list(verdicts), list(labels))["accuracy"]
+            so_far = accuracy(list(verdicts), list(labels))["accuracy"]
+            if so_far is not None:  # undefined until a verdict parses
+                metrics["accuracy"] = so_far
         ctx.report(len(results), len(items), f"{len(results)}/{len(items)} pairs", metrics)
 
     results = evaluate(

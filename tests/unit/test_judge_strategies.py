@@ -85,7 +85,8 @@ def test_always_a_judge_has_no_order_agreement_on_evalbiasbench() -> None:
     assert r["forward_accuracy"] == 1.0  # the original order alone looks perfect
     assert r["swapped_accuracy"] == 0.0
     assert r["order_agreement"] == 0.0 and r["first_slot_win_rate"] == 1.0
-    assert r["verdicts"]["tie"] == 80 and r["accuracy"] == 0.5 and r["accuracy_no_ties"] == 0.0
+    # every combined verdict is a tie: no decided verdict, so accuracy without ties is undefined
+    assert r["verdicts"]["tie"] == 80 and r["accuracy"] == 0.5 and r["accuracy_no_ties"] is None
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def test_disagreement_tie_rule_and_single_order() -> None:
 def test_unparseable_is_counted_never_graded() -> None:
     items = load("llmbar_natural")[:6]
     _, _, results, r = run(lambda t: "Both are fine, hard to say.", items)
-    assert r["unparseable_rate"] == 1.0 and r["accuracy"] == 0.0
+    assert r["unparseable_rate"] == 1.0 and r["accuracy"] is None  # undefined, not 0
     assert {x.verdict for x in results} == {Winner.UNPARSEABLE}
 
 
@@ -414,3 +415,53 @@ def test_distillation_keeps_parseable_judgments_that_agree_with_the_label() -> N
     assert first[2]["content"].endswith("[[A]]")
     assert rows[1]["messages"][2]["content"].endswith("[[B]]")  # swapped order: B is longer
     assert Pair("q", "a", "b").first == "a"
+
+
+def test_a_judge_that_parses_nothing_has_undefined_metrics() -> None:
+    """0 of 8 x 2 verdicts parsed: the parse rate is 0 and every rate that needs a verdict is
+    None (undefined), not 0.0."""
+    items = load("llmbar_natural")[:8]
+    _, _, _, summary = run(lambda text: "Both answers have merits.", items)
+    assert next(iter(summary)) == "parse_rate" and summary["parse_rate"] == 0.0
+    assert summary["unparseable_rate"] == 1.0 and summary["tie_rate"] == 0.0
+    for metric in (
+        "accuracy",
+        "accuracy_no_ties",
+        "accuracy_ci95",
+        "cohen_kappa",
+        "forward_accuracy",
+        "swapped_accuracy",
+        "order_agreement",
+        "first_slot_win_rate",
+        "single_order_tie_rate",
+    ):
+        assert summary[metric] is None, metric
+
+
+def test_cce_says_when_no_crowd_judgment_parsed() -> None:
+    """Crowd judgments without a verdict leave the final judge the vanilla prompt: each outcome
+    and the report say so."""
+
+    def judge(text: str) -> str:
+        return "Final verdict: [[A]]" if "Crowd" not in text[-300:] else "I cannot decide."
+
+    items = [PairItem("Explain X.", GOOD, BAD_ANSWER, Winner.A)]
+    models = [f"crowd{i}" for i in range(4)]
+    _, _, (result,), summary = run(
+        lambda text: (
+            "I cannot decide."
+            if "[The Start of Assistant C" not in text and "Crowd answer" in text
+            else "Final verdict: [[A]]"
+        ),
+        items,
+        strategy="cce",
+        k=4,
+        backends=crowd_backends(4),
+        parameters={"crowd_size": 4, "crowd_models": models},
+    )
+    assert result.forward.details["crowd_fallback"] is True
+    assert result.forward.details["crowd_kept"] == []
+    assert summary["crowd_fallback_rate"] == 1.0 and summary["parse_rate"] == 1.0
+    _, _, (normal,), normal_summary = cce_run(k=4)
+    assert normal.forward.details["crowd_fallback"] is False
+    assert normal_summary["crowd_fallback_rate"] == 0.0

@@ -218,6 +218,8 @@ class CCEJudge:
         outcomes = self.ctx.final(pairs, references, [texts for texts, _ in contexts])
         for outcome, (_, kept) in zip(outcomes, contexts, strict=True):
             outcome.details["crowd_kept"] = kept
+            # no crowd judgment parsed: the final judge saw the vanilla prompt; say so
+            outcome.details["crowd_fallback"] = self.config.k > 0 and not kept
         return outcomes
 
     def planned_calls(self, pairs: int, instructions: int, orders: int) -> dict[str, int]:

@@ -82,11 +82,20 @@ def report(
     labeled = [(it, r) for it, r in zip(items, results, strict=True) if it.label is not None]
     predictions = [r.verdict for _, r in labeled]
     labels = [it.label for it, _ in labeled]
-    out: dict[str, Any] = {"items": len(items), "labeled": len(labeled)}
+    parsed = sum(r.verdict != Winner.UNPARSEABLE for r in results)
+    out: dict[str, Any] = {
+        "parse_rate": parsed / len(results) if results else None,
+        "items": len(items),
+        "labeled": len(labeled),
+    }
     if labeled:
         out.update(accuracy(predictions, labels))
-        out["accuracy_ci95"] = list(
-            bootstrap_ci([correctness(p, y) for p, y in zip(predictions, labels, strict=True)])
+        out["accuracy_ci95"] = (
+            list(
+                bootstrap_ci([correctness(p, y) for p, y in zip(predictions, labels, strict=True)])
+            )
+            if out["accuracy"] is not None
+            else None
         )
         out["cohen_kappa"] = cohen_kappa(predictions, labels)
         out["forward_accuracy"] = accuracy([r.forward.winner for _, r in labeled], labels)[
@@ -108,7 +117,13 @@ def report(
     else:
         singles = [w for w in forward if w != Winner.UNPARSEABLE]
         out["first_slot_win_rate"] = (
-            sum(w == Winner.A for w in singles) / len(singles) if singles else 0.0
+            sum(w == Winner.A for w in singles) / len(singles) if singles else None
+        )
+    outcomes = [o for r in results for o in (r.forward, r.swapped) if o is not None]
+    if any("crowd_fallback" in o.details for o in outcomes):
+        # CCE judgments made without crowd context because no crowd judgment parsed
+        out["crowd_fallback_rate"] = sum(bool(o.details["crowd_fallback"]) for o in outcomes) / len(
+            outcomes
         )
     out["verdicts"] = {
         str(w): sum(r.verdict == w for r in results)

@@ -4,7 +4,8 @@ win rate, accuracy with and without ties, Cohen's kappa and bootstrap confidence
 Conventions: a verdict in the swapped order (the two responses exchanged) is mapped back to
 the original slots before it is compared or combined. A tie counts as half correct in
 `accuracy` and is left out of `accuracy_no_ties`. An UNPARSEABLE verdict is never correct
-and never a tie; it is counted in `unparseable_rate`.
+and never a tie; it is counted in `unparseable_rate`. A metric with nothing to measure (no
+verdict parsed, no pair parsed in both orders) is None, "undefined", never 0.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ def combine(forward: Winner, swapped_back: Winner, rule: str = "net_vote") -> Wi
 
 @dataclass(frozen=True)
 class OrderStats:
-    order_agreement: float  # pairs whose two orders agree, among pairs with both parseable
-    first_slot_win_rate: float  # single-order judgments won by the response shown first
-    tie_rate: float  # single-order judgments that are ties
+    order_agreement: float | None  # pairs whose two orders agree, among pairs with both parseable
+    first_slot_win_rate: float | None  # single-order judgments won by the response shown first
+    tie_rate: float | None  # single-order judgments that are ties
 
 
 def order_stats(forward: Sequence[Winner], swapped: Sequence[Winner]) -> OrderStats:
@@ -61,9 +62,9 @@ def order_stats(forward: Sequence[Winner], swapped: Sequence[Winner]) -> OrderSt
     ]
     singles = [w for w in (*forward, *swapped) if w != Winner.UNPARSEABLE]
     return OrderStats(
-        sum(f == s for f, s in both) / len(both) if both else 0.0,
-        sum(w == Winner.A for w in singles) / len(singles) if singles else 0.0,
-        sum(w == Winner.TIE for w in singles) / len(singles) if singles else 0.0,
+        sum(f == s for f, s in both) / len(both) if both else None,
+        sum(w == Winner.A for w in singles) / len(singles) if singles else None,
+        sum(w == Winner.TIE for w in singles) / len(singles) if singles else None,
     )
 
 
@@ -73,25 +74,32 @@ def correctness(prediction: Winner, label: Winner) -> float:
     return float(prediction == label)
 
 
-def accuracy(predictions: Sequence[Winner], labels: Sequence[Winner]) -> dict[str, float]:
+def parsed_any(predictions: Sequence[Winner]) -> bool:
+    return any(p != Winner.UNPARSEABLE for p in predictions)
+
+
+def accuracy(predictions: Sequence[Winner], labels: Sequence[Winner]) -> dict[str, float | None]:
+    """accuracy (a tie counts half, unparseable counts wrong) and accuracy_no_ties are None
+    when no verdict was parsed: a judge that never answered has no accuracy."""
     scores = [correctness(p, y) for p, y in zip(predictions, labels, strict=True)]
     decided = [
         p == y for p, y in zip(predictions, labels, strict=True) if p in (Winner.A, Winner.B)
     ]
     n = len(scores)
     return {
-        "accuracy": sum(scores) / n if n else 0.0,
-        "accuracy_no_ties": sum(decided) / len(decided) if decided else 0.0,
-        "tie_rate": sum(p == Winner.TIE for p in predictions) / n if n else 0.0,
-        "unparseable_rate": sum(p == Winner.UNPARSEABLE for p in predictions) / n if n else 0.0,
+        "accuracy": sum(scores) / n if parsed_any(predictions) else None,
+        "accuracy_no_ties": sum(decided) / len(decided) if decided else None,
+        "tie_rate": sum(p == Winner.TIE for p in predictions) / n if n else None,
+        "unparseable_rate": sum(p == Winner.UNPARSEABLE for p in predictions) / n if n else None,
     }
 
 
-def cohen_kappa(predictions: Sequence[Winner], labels: Sequence[Winner]) -> float:
-    """(p_o - p_e) / (1 - p_e) over the categories that occur in either sequence."""
+def cohen_kappa(predictions: Sequence[Winner], labels: Sequence[Winner]) -> float | None:
+    """(p_o - p_e) / (1 - p_e) over the categories that occur in either sequence; None when
+    no verdict was parsed."""
     n = len(predictions)
-    if n == 0:
-        return 0.0
+    if not parsed_any(predictions):
+        return None
     observed = sum(p == y for p, y in zip(predictions, labels, strict=True)) / n
     left, right = Counter(predictions), Counter(labels)
     expected = sum(left[c] * right[c] for c in set(left) | set(right)) / (n * n)
