@@ -444,6 +444,11 @@ def _trajectory_table(trajectory) -> Table:
     return table
 
 
+RAW_PROBE_OPTION = typer.Option(
+    False, help="probe raw text (default: the chat template, the reasoning as the model's turn)"
+)
+
+
 @probe_app.command("item")
 def probe_item(
     model: str,
@@ -451,6 +456,7 @@ def probe_item(
     reasoning: str = typer.Argument(..., help="the chain of thought, or @file"),
     option: list[str] = typer.Option([], "--option", "-o", help="lettered options, in order"),
     gold: str = typer.Option("", help="the correct letter or answer"),
+    raw: bool = RAW_PROBE_OPTION,
 ) -> None:
     """Probe one chain of thought: the answer and confidence before and after each step."""
     from kiln.prober.v1 import prober_pb2 as pb
@@ -460,7 +466,8 @@ def probe_item(
     )
     with _client("prober") as client:
         t = client.stub.Probe(
-            pb.ProbeRequest(request_id=uuid.uuid4().hex, model=model, item=item), timeout=600
+            pb.ProbeRequest(request_id=uuid.uuid4().hex, model=model, item=item, raw_prompt=raw),
+            timeout=600,
         ).trajectory
     console.print(_trajectory_table(t))
     verdict = "" if not t.graded else (" (correct)" if t.correct else " (wrong)")
@@ -477,6 +484,7 @@ def probe_select(
     candidate: list[str] = typer.Option(..., "--candidate", "-c", help="a chain, or @file"),
     option: list[str] = typer.Option([], "--option", "-o"),
     scorer: str = typer.Option("cop", help="cop | final_confidence | stability"),
+    raw: bool = RAW_PROBE_OPTION,
 ) -> None:
     """Rank sampled chains by their CoP score, beside the majority vote."""
     from kiln.prober.v1 import prober_pb2 as pb
@@ -490,6 +498,7 @@ def probe_select(
                 options=option,
                 candidates=[_read_text(c) for c in candidate],
                 scorer=scorer,
+                raw_prompt=raw,
             ),
             timeout=600,
         )
@@ -507,6 +516,7 @@ def probe_run(
         ..., help='JSON Lines of {"question", "reasoning", "options"?, "gold"?}'
     ),
     step_mode: str = typer.Option("lines", help="lines | sentences"),
+    raw: bool = RAW_PROBE_OPTION,
 ) -> None:
     """Probe a dataset as a job; the report (JSON + HTML plots) lands in the object store."""
     from kiln.prober.v1 import prober_pb2 as pb
@@ -523,6 +533,7 @@ def probe_run(
                 model=model,
                 dataset=ref_to_pb(ref),
                 step_mode=step_mode,
+                raw_prompt=raw,
             )
         )
     console.print(f"job {job.id}")

@@ -83,7 +83,7 @@ class ProberServicer(prober_pb2_grpc.ProberServicer):
                 request.item.gold or None,
             )
         )
-        config = probe_config(request.step_mode)
+        config = probe_config(request.step_mode, request.raw_prompt)
         backend = self.backend_for(require_model(request.model))
         (trajectory,) = await asyncio.to_thread(probe_items, backend, [item], config)
         return pb.ProbeResponse(trajectory=trajectory_to_pb(trajectory))
@@ -91,7 +91,7 @@ class ProberServicer(prober_pb2_grpc.ProberServicer):
     async def Select(
         self, request: pb.SelectRequest, context: grpc.aio.ServicerContext
     ) -> pb.SelectResponse:
-        config = probe_config(request.step_mode)
+        config = probe_config(request.step_mode, request.raw_prompt)
         backend = self.backend_for(require_model(request.model))
         resample = ResampleConfig(
             rounds=request.resample_rounds, temperature=request.resample_temperature or 0.8
@@ -128,6 +128,7 @@ class ProberServicer(prober_pb2_grpc.ProberServicer):
             "model": require_model(request.model),
             "dataset": dataset.to_dict(),
             "step_mode": request.step_mode or "lines",
+            "raw_prompt": request.raw_prompt,
         }
         record = await asyncio.to_thread(self.jobs.submit, "probe", payload, request.request_id)
         return job_to_pb(record)

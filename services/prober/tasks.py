@@ -33,7 +33,7 @@ def probe(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     trajectories = probe_dataset(
         backend,
         rows,
-        probe_config(payload["step_mode"]),
+        probe_config(payload["step_mode"], payload.get("raw_prompt", False)),
         on_batch=lambda done, total: ctx.report(done, total, f"{done}/{total} items"),
     )
     summary = summarize(trajectories)

@@ -9,6 +9,7 @@ import torch
 
 from services.llm.hf import HFBackend
 from services.llm.scripted import ScriptedBackend
+from services.llm.tokens import encode_prompt
 from services.prober.core.probing import ProbeConfig, ProbeItem, probe_batch, probe_prefixes
 from services.prober.core.selection import SelectionConfig, majority_answer, rank
 from services.prober.core.steps import split_steps
@@ -109,8 +110,20 @@ def test_letter_trajectory_equals_direct_option_logits(tiny_model: Path) -> None
     tokenizer = backend.tokenizer
     letter_ids = [tokenizer("ABC"[i], add_special_tokens=False)["input_ids"] for i in range(3)]
     assert all(len(ids) == 1 for ids in letter_ids)
+    assert prefixes[2] == [
+        {"role": "user", "content": "Which is larger?\n(A) 12\n(B) 30\n(C) 7"},
+        {
+            "role": "assistant",
+            "content": "Compare the numbers.\n12 is less than 30.\nTherefore, the answer is (",
+        },
+    ]
+    raw = probe_prefixes(item, ProbeConfig(chat=False))
+    assert (
+        raw[0] == "Which is larger?\n(A) 12\n(B) 30\n(C) 7\nReasoning:\nTherefore, the answer is ("
+    )
     for k, prefix in enumerate(prefixes):
-        ids = tokenizer(prefix)["input_ids"]
+        ids = encode_prompt(tokenizer, prefix)  # the chat template, the assistant turn continued
+        assert tokenizer.decode(ids).endswith("Therefore, the answer is (")
         with torch.no_grad():
             logits = backend.hf_model(torch.tensor([ids])).logits[0, -1]
         expected = logits[[i[0] for i in letter_ids]].softmax(-1).tolist()

@@ -1,6 +1,11 @@
 """Chain-of-Probe probing: before the first step and after each step k of a chain of thought,
 read the model's answer distribution (Chain-of-Probe Sec. 3).
 
+A probe prompt is the question (and its lettered options), the first k steps, then the answer
+cue. For a chat model (`chat`, the default) the question is the user's turn and the steps and
+cue are the assistant's turn, continued (the model reads its own reasoning, as it wrote it);
+otherwise one raw text holds them, after a reasoning header.
+
 Multiple choice: the probability of each option letter right after the answer cue,
 normalized over the letters. Free form: the greedy short answer after the cue and its
 probability (the product of its token probabilities). All prefixes of an item (and of a
@@ -15,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.common.math_answers import canonical
-from services.llm.base import Backend, SamplingParams
+from services.llm.base import Backend, Prompt, SamplingParams
 from services.prober.core.steps import split_steps
 from services.prober.core.trajectory import ProbeStep
 
@@ -35,6 +40,7 @@ class ProbeConfig:
     answer_cue: str = "\nTherefore, the answer is ("  # free form: "\nTherefore, the answer is"
     free_form_cue: str = "\nTherefore, the answer is"
     free_form_max_tokens: int = 16
+    chat: bool = True  # the model's chat template; False: raw text
 
 
 def letters_for(options: Sequence[str]) -> list[str]:
@@ -43,23 +49,31 @@ def letters_for(options: Sequence[str]) -> list[str]:
     return list(string.ascii_uppercase[: len(options)])
 
 
-def question_head(item: ProbeItem, config: ProbeConfig) -> str:
-    """The question, its lettered options and the reasoning header (what a chain follows)."""
-    head = item.question
-    if item.options:
-        head += "".join(
-            f"\n({letter}) {option}"
-            for letter, option in zip(letters_for(item.options), item.options, strict=True)
-        )
-    return head + config.reasoning_header
+def question_text(item: ProbeItem) -> str:
+    """The question and its lettered options."""
+    return item.question + "".join(
+        f"\n({letter}) {option}"
+        for letter, option in zip(letters_for(item.options), item.options, strict=True)
+    )
 
 
-def probe_prefixes(item: ProbeItem, config: ProbeConfig) -> list[str]:
+def chain_prompt(item: ProbeItem, config: ProbeConfig) -> Prompt:
+    """What a chain of thought for item is drawn from (Select's resampling)."""
+    if config.chat:
+        return [{"role": "user", "content": question_text(item)}]
+    return question_text(item) + config.reasoning_header + "\n"
+
+
+def probe_prefixes(item: ProbeItem, config: ProbeConfig) -> list[Prompt]:
     """K + 1 prompts: the question (and options), the first k steps, then the answer cue."""
-    head = question_head(item, config)
     steps = split_steps(item.reasoning, config.step_mode)
     cue = config.answer_cue if item.options else config.free_form_cue
-    return [head + "".join(f"\n{s}" for s in steps[:k]) + cue for k in range(len(steps) + 1)]
+    reasoning = ["".join(f"\n{s}" for s in steps[:k]) + cue for k in range(len(steps) + 1)]
+    if not config.chat:
+        head = question_text(item) + config.reasoning_header
+        return [head + text for text in reasoning]
+    question = {"role": "user", "content": question_text(item)}
+    return [[question, {"role": "assistant", "content": text.lstrip("\n")}] for text in reasoning]
 
 
 def probe_batch(

@@ -13,9 +13,9 @@ from services.llm.base import Backend, SamplingParams
 from services.prober.core.probing import (
     ProbeConfig,
     ProbeItem,
+    chain_prompt,
     letters_for,
     probe_batch,
-    question_head,
 )
 from services.prober.core.selection import SCORERS, Ranked, SelectionConfig, majority_answer, rank
 from services.prober.core.trajectory import Trajectory, build_trajectory
@@ -38,11 +38,11 @@ def validate_item(item: ProbeItem, field: str = "item") -> ProbeItem:
     return item
 
 
-def probe_config(step_mode: str) -> ProbeConfig:
+def probe_config(step_mode: str, raw_prompt: bool = False) -> ProbeConfig:
     mode = step_mode or "lines"
     if mode not in STEP_MODES:
         raise InvalidInput("step_mode", f"must be one of {', '.join(STEP_MODES)}")
-    return ProbeConfig(step_mode=mode)
+    return ProbeConfig(step_mode=mode, chat=not raw_prompt)
 
 
 def gold_of(item: ProbeItem) -> str | None:
@@ -102,7 +102,7 @@ def select(
     ]
     trajectories = probe_items(backend, items, config)
     chains, resampled = list(candidates), []
-    head = question_head(items[0], config) + "\n"
+    head = chain_prompt(items[0], config)
     selection = SelectionConfig(scorer)
     for round_ in range(resample.rounds):
         unstable = [i for i, t in enumerate(trajectories) if t.unstable]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from kiln.common.v1 import common_pb2 as kiln_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bkiln/prober/v1/prober.proto\x12\x0ekiln.prober.v1\x1a\x1bkiln/common/v1/common.proto\"O\n\tProbeItem\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x0f\n\x07options\x18\x02 \x03(\t\x12\x11\n\treasoning\x18\x03 \x01(\t\x12\x0c\n\x04gold\x18\x04 \x01(\t\"m\n\x0cProbeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\'\n\x04item\x18\x03 \x01(\x0b\x32\x19.kiln.prober.v1.ProbeItem\x12\x11\n\tstep_mode\x18\x04 \x01(\t\"\xb3\x01\n\tProbeStep\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12@\n\x0coption_probs\x18\x04 \x03(\x0b\x32*.kiln.prober.v1.ProbeStep.OptionProbsEntry\x1a\x32\n\x10OptionProbsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xdf\x01\n\nTrajectory\x12(\n\x05steps\x18\x01 \x03(\x0b\x32\x19.kiln.prober.v1.ProbeStep\x12\x14\n\x0c\x65\x61rly_answer\x18\x02 \x01(\x08\x12\x14\n\x0cmind_changes\x18\x03 \x01(\x05\x12\x18\n\x10\x63hange_positions\x18\x04 \x03(\x05\x12\x14\n\x0c\x66inal_answer\x18\x05 \x01(\t\x12\x18\n\x10\x66inal_confidence\x18\x06 \x03(\x01\x12\x0e\n\x06graded\x18\x07 \x01(\x08\x12\x0f\n\x07\x63orrect\x18\x08 \x01(\x08\x12\x10\n\x08unstable\x18\t \x01(\x08\"e\n\rProbeResponse\x12.\n\ntrajectory\x18\x01 \x01(\x0b\x32\x1a.kiln.prober.v1.Trajectory\x12$\n\x05usage\x18\x02 \x01(\x0b\x32\x15.kiln.common.v1.Usage\"v\n\x12SubmitProbeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x07\x64\x61taset\x18\x03 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\x11\n\tstep_mode\x18\x04 \x01(\t\"\xc3\x01\n\rSelectRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12\x0f\n\x07options\x18\x04 \x03(\t\x12\x12\n\ncandidates\x18\x05 \x03(\t\x12\x0e\n\x06scorer\x18\x06 \x01(\t\x12\x11\n\tstep_mode\x18\x07 \x01(\t\x12\x17\n\x0fresample_rounds\x18\x08 \x01(\x05\x12\x1c\n\x14resample_temperature\x18\t \x01(\x02\"?\n\x0fRankedCandidate\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\"\xaf\x01\n\x0eSelectResponse\x12/\n\x06ranked\x18\x01 \x03(\x0b\x32\x1f.kiln.prober.v1.RankedCandidate\x12\x17\n\x0fmajority_answer\x18\x02 \x01(\t\x12\x30\n\x0ctrajectories\x18\x03 \x03(\x0b\x32\x1a.kiln.prober.v1.Trajectory\x12\x0e\n\x06\x63hains\x18\x04 \x03(\t\x12\x11\n\tresampled\x18\x05 \x03(\x05\x32\xdf\x01\n\x06Prober\x12\x44\n\x05Probe\x12\x1c.kiln.prober.v1.ProbeRequest\x1a\x1d.kiln.prober.v1.ProbeResponse\x12\x46\n\x0bSubmitProbe\x12\".kiln.prober.v1.SubmitProbeRequest\x1a\x13.kiln.common.v1.Job\x12G\n\x06Select\x12\x1d.kiln.prober.v1.SelectRequest\x1a\x1e.kiln.prober.v1.SelectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bkiln/prober/v1/prober.proto\x12\x0ekiln.prober.v1\x1a\x1bkiln/common/v1/common.proto\"O\n\tProbeItem\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x0f\n\x07options\x18\x02 \x03(\t\x12\x11\n\treasoning\x18\x03 \x01(\t\x12\x0c\n\x04gold\x18\x04 \x01(\t\"\x81\x01\n\x0cProbeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\'\n\x04item\x18\x03 \x01(\x0b\x32\x19.kiln.prober.v1.ProbeItem\x12\x11\n\tstep_mode\x18\x04 \x01(\t\x12\x12\n\nraw_prompt\x18\x05 \x01(\x08\"\xb3\x01\n\tProbeStep\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12@\n\x0coption_probs\x18\x04 \x03(\x0b\x32*.kiln.prober.v1.ProbeStep.OptionProbsEntry\x1a\x32\n\x10OptionProbsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xdf\x01\n\nTrajectory\x12(\n\x05steps\x18\x01 \x03(\x0b\x32\x19.kiln.prober.v1.ProbeStep\x12\x14\n\x0c\x65\x61rly_answer\x18\x02 \x01(\x08\x12\x14\n\x0cmind_changes\x18\x03 \x01(\x05\x12\x18\n\x10\x63hange_positions\x18\x04 \x03(\x05\x12\x14\n\x0c\x66inal_answer\x18\x05 \x01(\t\x12\x18\n\x10\x66inal_confidence\x18\x06 \x03(\x01\x12\x0e\n\x06graded\x18\x07 \x01(\x08\x12\x0f\n\x07\x63orrect\x18\x08 \x01(\x08\x12\x10\n\x08unstable\x18\t \x01(\x08\"e\n\rProbeResponse\x12.\n\ntrajectory\x18\x01 \x01(\x0b\x32\x1a.kiln.prober.v1.Trajectory\x12$\n\x05usage\x18\x02 \x01(\x0b\x32\x15.kiln.common.v1.Usage\"\x8a\x01\n\x12SubmitProbeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x07\x64\x61taset\x18\x03 \x01(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12\x11\n\tstep_mode\x18\x04 \x01(\t\x12\x12\n\nraw_prompt\x18\x05 \x01(\x08\"\xd7\x01\n\rSelectRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12\x0f\n\x07options\x18\x04 \x03(\t\x12\x12\n\ncandidates\x18\x05 \x03(\t\x12\x0e\n\x06scorer\x18\x06 \x01(\t\x12\x11\n\tstep_mode\x18\x07 \x01(\t\x12\x17\n\x0fresample_rounds\x18\x08 \x01(\x05\x12\x1c\n\x14resample_temperature\x18\t \x01(\x02\x12\x12\n\nraw_prompt\x18\n \x01(\x08\"?\n\x0fRankedCandidate\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\"\xaf\x01\n\x0eSelectResponse\x12/\n\x06ranked\x18\x01 \x03(\x0b\x32\x1f.kiln.prober.v1.RankedCandidate\x12\x17\n\x0fmajority_answer\x18\x02 \x01(\t\x12\x30\n\x0ctrajectories\x18\x03 \x03(\x0b\x32\x1a.kiln.prober.v1.Trajectory\x12\x0e\n\x06\x63hains\x18\x04 \x03(\t\x12\x11\n\tresampled\x18\x05 \x03(\x05\x32\xdf\x01\n\x06Prober\x12\x44\n\x05Probe\x12\x1c.kiln.prober.v1.ProbeRequest\x1a\x1d.kiln.prober.v1.ProbeResponse\x12\x46\n\x0bSubmitProbe\x12\".kiln.prober.v1.SubmitProbeRequest\x1a\x13.kiln.common.v1.Job\x12G\n\x06Select\x12\x1d.kiln.prober.v1.SelectRequest\x1a\x1e.kiln.prober.v1.SelectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +36,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROBESTEP_OPTIONPROBSENTRY']._serialized_options = b'8\001'
   _globals['_PROBEITEM']._serialized_start=76
   _globals['_PROBEITEM']._serialized_end=155
-  _globals['_PROBEREQUEST']._serialized_start=157
-  _globals['_PROBEREQUEST']._serialized_end=266
-  _globals['_PROBESTEP']._serialized_start=269
-  _globals['_PROBESTEP']._serialized_end=448
-  _globals['_PROBESTEP_OPTIONPROBSENTRY']._serialized_start=398
-  _globals['_PROBESTEP_OPTIONPROBSENTRY']._serialized_end=448
-  _globals['_TRAJECTORY']._serialized_start=451
-  _globals['_TRAJECTORY']._serialized_end=674
-  _globals['_PROBERESPONSE']._serialized_start=676
-  _globals['_PROBERESPONSE']._serialized_end=777
-  _globals['_SUBMITPROBEREQUEST']._serialized_start=779
-  _globals['_SUBMITPROBEREQUEST']._serialized_end=897
-  _globals['_SELECTREQUEST']._serialized_start=900
-  _globals['_SELECTREQUEST']._serialized_end=1095
-  _globals['_RANKEDCANDIDATE']._serialized_start=1097
-  _globals['_RANKEDCANDIDATE']._serialized_end=1160
-  _globals['_SELECTRESPONSE']._serialized_start=1163
-  _globals['_SELECTRESPONSE']._serialized_end=1338
-  _globals['_PROBER']._serialized_start=1341
-  _globals['_PROBER']._serialized_end=1564
+  _globals['_PROBEREQUEST']._serialized_start=158
+  _globals['_PROBEREQUEST']._serialized_end=287
+  _globals['_PROBESTEP']._serialized_start=290
+  _globals['_PROBESTEP']._serialized_end=469
+  _globals['_PROBESTEP_OPTIONPROBSENTRY']._serialized_start=419
+  _globals['_PROBESTEP_OPTIONPROBSENTRY']._serialized_end=469
+  _globals['_TRAJECTORY']._serialized_start=472
+  _globals['_TRAJECTORY']._serialized_end=695
+  _globals['_PROBERESPONSE']._serialized_start=697
+  _globals['_PROBERESPONSE']._serialized_end=798
+  _globals['_SUBMITPROBEREQUEST']._serialized_start=801
+  _globals['_SUBMITPROBEREQUEST']._serialized_end=939
+  _globals['_SELECTREQUEST']._serialized_start=942
+  _globals['_SELECTREQUEST']._serialized_end=1157
+  _globals['_RANKEDCANDIDATE']._serialized_start=1159
+  _globals['_RANKEDCANDIDATE']._serialized_end=1222
+  _globals['_SELECTRESPONSE']._serialized_start=1225
+  _globals['_SELECTRESPONSE']._serialized_end=1400
+  _globals['_PROBER']._serialized_start=1403
+  _globals['_PROBER']._serialized_end=1626
 # @@protoc_insertion_point(module_scope)

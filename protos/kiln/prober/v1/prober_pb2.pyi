@@ -20,16 +20,18 @@ class ProbeItem(_message.Message):
     def __init__(self, question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., reasoning: _Optional[str] = ..., gold: _Optional[str] = ...) -> None: ...
 
 class ProbeRequest(_message.Message):
-    __slots__ = ("request_id", "model", "item", "step_mode")
+    __slots__ = ("request_id", "model", "item", "step_mode", "raw_prompt")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ITEM_FIELD_NUMBER: _ClassVar[int]
     STEP_MODE_FIELD_NUMBER: _ClassVar[int]
+    RAW_PROMPT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     item: ProbeItem
     step_mode: str
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., item: _Optional[_Union[ProbeItem, _Mapping]] = ..., step_mode: _Optional[str] = ...) -> None: ...
+    raw_prompt: bool
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., item: _Optional[_Union[ProbeItem, _Mapping]] = ..., step_mode: _Optional[str] = ..., raw_prompt: _Optional[bool] = ...) -> None: ...
 
 class ProbeStep(_message.Message):
     __slots__ = ("step", "answer", "confidence", "option_probs")
@@ -81,19 +83,21 @@ class ProbeResponse(_message.Message):
     def __init__(self, trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class SubmitProbeRequest(_message.Message):
-    __slots__ = ("request_id", "model", "dataset", "step_mode")
+    __slots__ = ("request_id", "model", "dataset", "step_mode", "raw_prompt")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     STEP_MODE_FIELD_NUMBER: _ClassVar[int]
+    RAW_PROMPT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     dataset: _common_pb2.ObjectRef
     step_mode: str
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., step_mode: _Optional[str] = ...) -> None: ...
+    raw_prompt: bool
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., dataset: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., step_mode: _Optional[str] = ..., raw_prompt: _Optional[bool] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
-    __slots__ = ("request_id", "model", "question", "options", "candidates", "scorer", "step_mode", "resample_rounds", "resample_temperature")
+    __slots__ = ("request_id", "model", "question", "options", "candidates", "scorer", "step_mode", "resample_rounds", "resample_temperature", "raw_prompt")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +107,7 @@ class SelectRequest(_message.Message):
     STEP_MODE_FIELD_NUMBER: _ClassVar[int]
     RESAMPLE_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     RESAMPLE_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    RAW_PROMPT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     question: str
@@ -112,7 +117,8 @@ class SelectRequest(_message.Message):
     step_mode: str
     resample_rounds: int
     resample_temperature: float
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., scorer: _Optional[str] = ..., step_mode: _Optional[str] = ..., resample_rounds: _Optional[int] = ..., resample_temperature: _Optional[float] = ...) -> None: ...
+    raw_prompt: bool
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., scorer: _Optional[str] = ..., step_mode: _Optional[str] = ..., resample_rounds: _Optional[int] = ..., resample_temperature: _Optional[float] = ..., raw_prompt: _Optional[bool] = ...) -> None: ...
 
 class RankedCandidate(_message.Message):
     __slots__ = ("index", "answer", "score")
