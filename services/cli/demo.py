@@ -1,14 +1,18 @@
 """`kiln demo`: the main job on the embedded stack, end to end over gRPC and the queues.
 
+    models     SmolLM2-135M-Instruct (the real model, from its PyPI package) and a tiny random
+               Llama as a second, weak policy
     toolsynth  synthesize verified tool-calling dialogs (template agents, Hermes format)
-    judge      crowd rejection sampling: two policies answer each dialog's request, a CCE
-               judge keeps the best answer (Copeland score) as the SFT label
-    trainer    Flat-LoRA SFT on the synthesized dialogs + the crowd's labels; checkpoints
-               committed to the object store
-    inference  load the checkpoint, answer questions with a quantized-pruned KV cache (SnapKV
-               at 4 bits under an fp16-token budget), streamed
-    prober     Chain-of-Probe over those answers: per-step answer distributions, early
+    judge      crowd rejection sampling: both policies answer each dialog's request, SmolLM2 as
+               a CCE judge keeps the best answer (Copeland score) as the SFT label
+    trainer    Flat-LoRA SFT of SmolLM2 on the synthesized dialogs + the crowd's labels;
+               checkpoints committed to the object store
+    inference  load the adapter, answer GSM8K questions step by step over a quantized-pruned
+               KV cache (SnapKV at 4 bits under an fp16-token budget), streamed
+    prober     Chain-of-Probe over SmolLM2's own reasoning: per-step answers, early
                answering, mind changes
+
+`--tiny` runs the same pipeline on two tiny random models (seconds, text is noise).
 
 Every stage runs as a job or an RPC on the services `kiln up` started; the client only moves
 rows between the stages' datasets. It ends with a summary table and an HTML report
@@ -31,8 +35,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-POLICIES = ("tiny-demo", "tiny-demo-b")
-TUNED = "tiny-demo-sft"
+TINY_POLICIES = ("tiny-demo", "tiny-demo-b")
 DEMO_TOOLS = [
     {
         "name": "search_flights",
@@ -110,14 +113,38 @@ DEMO_TOOLS = [
         },
     },
 ]
+# GSM8K training items (data/math/gsm8k_train.jsonl, MIT): question and gold answer
 QUESTIONS = [
-    ("A flight costs 120 euros and a bag costs 30 euros. What is the total?", "150"),
-    ("Three passengers each pay 40 euros. How much do they pay together?", "120"),
-    ("It is 12 degrees in Paris and 30 degrees in Rome. How much warmer is Rome?", "18"),
-    ("A booking for 2 passengers becomes 5 passengers. How many were added?", "3"),
+    (
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+        "clips in May. How many clips did Natalia sell altogether in April and May?",
+        "72",
+    ),
+    (
+        "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of "
+        "babysitting. How much did she earn?",
+        "10",
+    ),
+    (
+        "Betty is saving money for a new wallet which costs $100. Betty has only half of the "
+        "money she needs. Her parents decided to give her $15 for that purpose, and her "
+        "grandparents twice as much as her parents. How much more money does Betty need to "
+        "buy the wallet?",
+        "5",
+    ),
+    (
+        "James writes a 3-page letter to 2 different friends twice a week. How many pages "
+        "does he write a year?",
+        "624",
+    ),
 ]
-OPTIONS = ["150", "120", "18", "3"]
 CAVEAT = (
+    "SmolLM2-135M-Instruct is a 135M-parameter model: it answers simple chat questions and "
+    "finds a fact in a long context, but it rarely solves a multi-step GSM8K problem, often "
+    "fails to state a verdict as a judge (see the parse rate) and changes its mind along its "
+    "own reasoning; a few LoRA steps on 2 CPU cores show the training loop, not a better model."
+)
+TINY_CAVEAT = (
     "The models are tiny and randomly initialized, so their text is noise and the judge's "
     "verdicts are mostly unparseable (ties, which Copeland scoring breaks toward the first "
     "policy); the numbers show the pipeline's mechanics, not model quality."
@@ -128,16 +155,52 @@ CAVEAT = (
 class DemoConfig:
     """The size of each stage; the defaults finish in a few minutes on 2 CPU cores."""
 
-    dialogs: int = 8
-    policy_max_tokens: int = 24
+    tiny: bool = False  # two tiny random models instead of SmolLM2 (seconds; text is noise)
+    dialogs: int = 4
+    policy_max_tokens: int = 48
     judge_k: int = 2  # CCE crowd judgments in the judge's context
-    judge_max_tokens: int = 24
-    train_steps: int = 12
-    learning_rate: float = 3e-3
+    judge_max_tokens: int = 96
+    train_steps: int = 8  # two epochs of 8 examples
+    batch_size: int = 2
+    max_length: int = 256
+    learning_rate: float = 1e-3
     flat_lora_sigma: float = 0.05
-    kv_budget_fp16_tokens: float = 48.0
-    reasoning_tokens: int = 32
+    kv_budget_fp16_tokens: float = 64.0
+    reasoning_tokens: int = 96
     seed: int = 0
+
+    @classmethod
+    def tiny_models(cls, **sizes: Any) -> DemoConfig:
+        """The pre-SmolLM2 demo: tiny models, shorter generations, more steps."""
+        return cls(
+            tiny=True,
+            dialogs=8,
+            policy_max_tokens=24,
+            judge_max_tokens=24,
+            train_steps=12,
+            batch_size=4,
+            max_length=384,
+            learning_rate=3e-3,
+            kv_budget_fp16_tokens=48.0,
+            reasoning_tokens=32,
+        ).with_sizes(**sizes)
+
+    def with_sizes(self, **sizes: Any) -> DemoConfig:
+        from dataclasses import replace
+
+        return replace(self, **{k: v for k, v in sizes.items() if v is not None})
+
+    @property
+    def policies(self) -> tuple[str, str]:
+        return TINY_POLICIES if self.tiny else ("smollm2", TINY_POLICIES[0])
+
+    @property
+    def tuned(self) -> str:
+        return f"{self.policies[0]}-demo-sft"
+
+    @property
+    def caveat(self) -> str:
+        return TINY_CAVEAT if self.tiny else CAVEAT
 
 
 @dataclass
@@ -212,15 +275,19 @@ class Pipeline:
     def models(self) -> StageResult:
         from kiln.inference.v1 import inference_pb2 as pb
         from services.common.clients import KilnClient
+        from services.llm.smollm2 import MODEL_NAME, build_smollm2
         from services.llm.tiny import build_tiny_model
 
         t0 = time.perf_counter()
-        self.base = self.home / "models" / POLICIES[0]
-        parameters = 0
+        policies = self.config.policies
+        self.base = self.home / "models" / policies[0]
+        loaded = []
         with KilnClient("inference") as client:
-            for seed, name in enumerate(POLICIES):
+            for seed, name in enumerate(policies):
                 folder = self.home / "models" / name
-                if not (folder / "config.json").exists():
+                if name == MODEL_NAME:
+                    build_smollm2(folder)  # once; a second run only checks
+                elif not (folder / "config.json").exists():
                     build_tiny_model(folder, seed=seed)
                 info = client.stub.LoadModel(
                     pb.LoadModelRequest(
@@ -228,10 +295,10 @@ class Pipeline:
                     ),
                     timeout=300,
                 )
-                parameters = info.parameters
+                loaded.append(f"{name} ({info.parameters:,} parameters, {info.dtype})")
         return StageResult(
             "models",
-            f"{len(POLICIES)} tiny Llama models ({parameters:,} parameters each) loaded",
+            "loaded " + " and ".join(loaded),
             str(self.home / "models"),
             time.perf_counter() - t0,
         )
@@ -284,8 +351,9 @@ class Pipeline:
         prompts = self.store.put_jsonl(
             f"datasets/demo-prompts/{self.run}/prompts.jsonl", [{"prompt": r} for r in requests]
         )
+        policies = self.config.policies
         config = pb.JudgeConfig(
-            model=POLICIES[0],
+            model=policies[0],
             strategy="cce",
             k=self.config.judge_k,
             max_tokens=self.config.judge_max_tokens,
@@ -297,7 +365,7 @@ class Pipeline:
                 pb.CrowdSamplingRequest(
                     request_id=self._request_id(),
                     prompts=ref_to_pb(prompts),
-                    policies=list(POLICIES),
+                    policies=list(policies),
                     config=config,
                     dataset_name="demo-crowd",
                     max_tokens=self.config.policy_max_tokens,
@@ -307,9 +375,12 @@ class Pipeline:
             self.crowd_job = follow(client, job.id, self.bar, "judge")
         summary = _summary(self.crowd_job)
         wins = ", ".join(f"{p} {int(n)}" for p, n in summary["chosen_by_policy"].items())
+        parse_rate = summary.get("parse_rate")
+        parsed = "n/a" if parse_rate is None else f"{parse_rate:.0%}"
         return StageResult(
             "judge",
-            f"{int(summary['rows'])} SFT labels by crowd rejection sampling (chosen: {wins}); "
+            f"{int(summary['rows'])} SFT labels by crowd rejection sampling with "
+            f"{policies[0]} judging (chosen: {wins}; judge verdicts parsed: {parsed}); "
             f"{int(summary['pairs'])} DPO pairs; {int(summary['calls'])} LLM calls",
             f"s3://{self.store.bucket}/{summary['dataset']}",
             time.perf_counter() - t0,
@@ -325,9 +396,9 @@ class Pipeline:
         steps = self.config.train_steps
         hyperparameters = {
             "max_steps": steps,
-            "batch_size": 4,
+            "batch_size": self.config.batch_size,
             "learning_rate": self.config.learning_rate,
-            "max_length": 384,
+            "max_length": self.config.max_length,
             "save_every": max(1, steps // 2),
             "flat_lora_sigma": self.config.flat_lora_sigma,
             "seed": self.config.seed,
@@ -351,10 +422,13 @@ class Pipeline:
         history = self.store.get_jsonl(_output(self.train_job, "metrics.jsonl").key)
         self.checkpoint = summary["checkpoints"][-1]
         losses = [h["loss"] for h in history]
+        half = max(1, len(losses) // 2)  # each step sees other examples: compare halves
+        early, late = sum(losses[:half]) / half, sum(losses[half:]) / max(1, len(losses) - half)
         return StageResult(
             "trainer",
-            f"Flat-LoRA (sigma {self.config.flat_lora_sigma}) SFT, {steps} steps on "
-            f"{int(summary['examples'])} examples: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+            f"Flat-LoRA (sigma {self.config.flat_lora_sigma}) SFT of {self.config.policies[0]}, "
+            f"{steps} steps on {int(summary['examples'])} examples: mean loss {early:.3f} "
+            f"(first half) -> {late:.3f} (second half); "
             f"{len(summary['checkpoints'])} checkpoints",
             f"s3://{self.store.bucket}/{self.checkpoint}",
             time.perf_counter() - t0,
@@ -371,47 +445,51 @@ class Pipeline:
         )
         self.answers: list[dict[str, Any]] = []
         used = full = 0
+        tuned = self.config.tuned
         with KilnClient("inference") as client:
             client.stub.LoadModel(
                 pb.LoadModelRequest(
-                    request_id=self._request_id(), name=TUNED, checkpoint=self.checkpoint
+                    request_id=self._request_id(), name=tuned, checkpoint=self.checkpoint
                 ),
                 timeout=300,
             )
             task = self.bar.add_task("inference", total=len(QUESTIONS))
             for question, gold in QUESTIONS:
-                prompt = (
-                    "Answer the travel question. Think step by step, one step per line, "
-                    f"then give the answer as one of: {', '.join(OPTIONS)}.\n"
-                    f"Question: {question}\nReasoning:\n"
+                content = (
+                    f"{question}\nThink step by step, one short step per line, and end with "
+                    "'The answer is N.'"
                 )
                 request = pb.GenerateRequest(
                     request_id=self._request_id(),
-                    model=TUNED,
-                    prompt=prompt,
+                    model=tuned,
+                    messages=pb.Messages(messages=[pb.ChatMessage(role="user", content=content)]),
                     sampling=pb.SamplingParams(
                         max_tokens=self.config.reasoning_tokens, seed=self.config.seed
                     ),
                     kv=kv,
                 )
-                *_, last = client.stub.Generate(request, timeout=300)
-                text, stats = last.complete.text, last.complete.kv_stats
+                text = ""
+                for response in client.stub.Generate(request):
+                    if response.WhichOneof("kind") == "chunk":
+                        text += response.chunk.text
+                        self.bar.update(task, description=f"inference: {len(text)} characters")
+                    else:
+                        stats = response.complete.kv_stats
                 used, full = used + stats.bytes_used, full + stats.bytes_full
                 self.answers.append(
                     {
                         "question": question,
-                        "options": OPTIONS,
-                        "gold": "ABCD"[OPTIONS.index(gold)],
-                        "reasoning": text,
+                        "gold": gold,
+                        "reasoning": text.strip(),
                         "kv": f"{stats.bits}-bit, {stats.bytes_used:,} of {stats.bytes_full:,} B",
                     }
                 )
                 self.bar.advance(task)
         return StageResult(
             "inference",
-            f"{len(QUESTIONS)} answers from the tuned adapter streamed over a SnapKV 4-bit KV "
-            f"cache: {used:,} of {full:,} bytes ({1 - used / full:.0%} saved)",
-            f"model {TUNED} <- {self.checkpoint}",
+            f"{len(QUESTIONS)} GSM8K answers from the tuned adapter streamed over a SnapKV "
+            f"4-bit KV cache: {used:,} of {full:,} bytes ({1 - used / full:.0%} saved)",
+            f"model {tuned} <- {self.checkpoint}",
             time.perf_counter() - t0,
             {"answers": self.answers},
         )
@@ -422,15 +500,13 @@ class Pipeline:
         from services.common.jobs_servicer import ref_to_pb
 
         t0 = time.perf_counter()
-        rows = [
-            {k: a[k] for k in ("question", "options", "gold", "reasoning")} for a in self.answers
-        ]
+        rows = [{k: a[k] for k in ("question", "gold", "reasoning")} for a in self.answers]
         items = self.store.put_jsonl(f"datasets/demo-probe/{self.run}/items.jsonl", rows)
         with KilnClient("prober") as client:
             job = client.stub.SubmitProbe(
                 pb.SubmitProbeRequest(
                     request_id=self._request_id(),
-                    model=TUNED,
+                    model=self.config.policies[0],  # the base model reads its adapter's chains
                     dataset=ref_to_pb(items),
                     step_mode="lines",
                 )
@@ -440,8 +516,8 @@ class Pipeline:
         accuracy = summary.get("accuracy")
         return StageResult(
             "prober",
-            f"{int(summary['items'])} reasoning chains probed: accuracy "
-            f"{accuracy if accuracy is None else f'{accuracy:.2f}'}, early answering "
+            f"{int(summary['items'])} reasoning chains probed on {self.config.policies[0]}: "
+            f"accuracy {accuracy if accuracy is None else f'{accuracy:.2f}'}, early answering "
             f"{summary['early_answering_rate']:.2f}, mean mind changes "
             f"{summary['mean_mind_changes']:.2f}",
             f"s3://{self.store.bucket}/{_output(final, 'report.html').key}",
@@ -489,7 +565,7 @@ def run_demo(
                 results.append(stage())
         report = home / "demo" / pipeline.run / "report.html"
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(html_report(results, pipeline.run))
+        report.write_text(html_report(results, pipeline.run, config.caveat))
         pipeline.store.put_file(f"runs/demo-{pipeline.run}/report.html", report)
     finally:
         if not keep_running:
@@ -521,7 +597,7 @@ def _loss_svg(losses: list[float], width: int = 360, height: int = 120) -> str:
     )
 
 
-def html_report(results: list[StageResult], run: str) -> str:
+def html_report(results: list[StageResult], run: str, caveat: str = CAVEAT) -> str:
     """A self-contained page: the summary table, then each stage's details."""
     e = html.escape
     rows = "".join(
@@ -570,7 +646,7 @@ def html_report(results: list[StageResult], run: str) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>kiln demo {e(run)}</title>"
         f"<style>{style}</style></head><body><h1>kiln demo {e(run)}</h1>"
-        f"<p>{CAVEAT}</p><table><tr>"
+        f"<p>{e(caveat)}</p><table><tr>"
         f"<th>stage</th><th>produced</th><th>where</th><th>seconds</th></tr>{rows}</table>"
         f"{''.join(sections)}</body></html>"
     )

@@ -155,21 +155,26 @@ def down() -> None:
 @app.command()
 def demo(
     keep_running: bool = typer.Option(False, help="leave the stack up afterwards"),
-    dialogs: int = typer.Option(8, help="tool-calling dialogs to synthesize"),
-    train_steps: int = typer.Option(12, "--train-steps", help="Flat-LoRA SFT steps"),
+    dialogs: int = typer.Option(None, help="tool-calling dialogs to synthesize (4; tiny: 8)"),
+    train_steps: int = typer.Option(
+        None, "--train-steps", help="Flat-LoRA SFT steps (8; tiny: 12)"
+    ),
+    tiny: bool = typer.Option(False, help="two tiny random models instead of SmolLM2 (fast)"),
 ) -> None:
-    """The main job: toolsynth -> judge crowd sampling -> Flat-LoRA SFT -> inference with the
-    adapter over a quantized-pruned KV cache -> prober, on the embedded stack."""
-    from services.cli.demo import CAVEAT, DemoConfig, run_demo, summary_table
+    """The main job on SmolLM2-135M-Instruct: toolsynth -> judge crowd sampling -> Flat-LoRA
+    SFT -> inference with the adapter over a quantized-pruned KV cache -> prober, on the
+    embedded stack."""
+    from services.cli.demo import DemoConfig, run_demo, summary_table
 
-    config = DemoConfig(dialogs=dialogs, train_steps=train_steps)
+    sizes = {"dialogs": dialogs, "train_steps": train_steps}
+    config = DemoConfig.tiny_models(**sizes) if tiny else DemoConfig().with_sizes(**sizes)
     try:
         results, report = run_demo(_home(), console, keep_running, config)
     except RuntimeError as exc:
         console.print(f"[red]demo failed[/]: {exc}")
         raise typer.Exit(1) from None
     console.print(summary_table(results))
-    console.print(f"[dim]{CAVEAT}[/]")
+    console.print(f"[dim]{config.caveat}[/]")
     console.print(f"report: {report}")
 
 

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
         16, ge=1, description="sequences the hf engine decodes together (continuous batching)"
     )
     device: str = Field("", description="torch device of hf models; empty: cuda if available")
+    vllm_kv_cache_bytes: int = Field(
+        1 << 30, gt=0, description="KV memory a vllm-engine model reserves (CPU RAM or GPU memory)"
+    )
     torch_threads: int = Field(
         0,
         ge=0,

@@ -115,7 +115,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.settings = settings
         self.jobs = jobs
         self.registry = registry or ModelRegistry(
-            settings.effective_models_dir, torch_device(settings.device), settings.decode_batch
+            settings.effective_models_dir,
+            torch_device(settings.device),
+            settings.decode_batch,
+            settings.vllm_kv_cache_bytes,
         )
         self.slots = asyncio.Semaphore(
             settings.max_concurrent_generations or default_generation_slots()

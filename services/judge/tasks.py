@@ -127,7 +127,9 @@ def crowd_sampling(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
         },
         {"kind": "crowd-sampling", "rows": len(sft)},
     )
+    judgments = sum(s.judgments for s in selections)
     summary = {
+        "parse_rate": sum(s.parsed for s in selections) / judgments if judgments else None,
         "rows": len(sft),
         "pairs": len(pairs),
         "dataset": f"{prefix}/data.jsonl",

@@ -92,8 +92,8 @@ def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
 
 
 def test_demo_runs_every_stage_and_commits_its_artifacts(tmp_path: Path) -> None:
-    """`kiln demo` (the README's main command) end to end; the stack is kept up so the test
-    can read what each stage committed, then stopped."""
+    """`kiln demo --tiny` (the README's main command on tiny models, for speed) end to end;
+    the stack is kept up so the test can read what each stage committed, then stopped."""
     from services.common.objectstore import ObjectStore
     from services.common.settings import Settings
 
@@ -103,7 +103,7 @@ def test_demo_runs_every_stage_and_commits_its_artifacts(tmp_path: Path) -> None
     for key in ("KILN_REDIS_URL", "KILN_S3_ENDPOINT", "KILN_BUCKET"):
         env.pop(key, None)
     demo = subprocess.run(
-        [*KILN, "demo", "--keep-running", "--dialogs", "5", "--train-steps", "4"],
+        [*KILN, "demo", "--tiny", "--keep-running", "--dialogs", "5", "--train-steps", "4"],
         env=env,
         capture_output=True,
         text=True,
@@ -117,7 +117,7 @@ def test_demo_runs_every_stage_and_commits_its_artifacts(tmp_path: Path) -> None
         for stage in ("stack", "models", "toolsynth", "judge", "trainer", "inference", "prober"):
             assert re.search(rf"│ {stage}\s+│", out), (stage, out)
         assert "5 verified dialogs" in out and "5 SFT labels by crowd rejection sampling" in out
-        assert re.search(r"SFT, 4 steps on 10 examples: loss \d", out), out
+        assert re.search(r"SFT of tiny-demo, 4 steps on 10 examples: mean loss \d", out), out
         saved = re.search(r"\(([\d]+)% saved\)", out)
         assert saved and int(saved.group(1)) > 50, out
         assert "4 reasoning chains probed" in out

@@ -21,12 +21,21 @@ PROMPTS = ["the answer is", "12 + 30 =", [{"role": "user", "content": "weather i
 
 @pytest.fixture(scope="session")
 def vllm_backend(tiny_model: Path):
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    from services.llm.vllm_engine import VLLMBackend
+    from services.llm.vllm_engine import VLLMBackend, VLLMConfig
 
-    backend = VLLMBackend(tiny_model)
+    os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)  # kiln sizes the KV space itself
+    backend = VLLMBackend(tiny_model, VLLMConfig(kv_cache_memory_bytes=256 << 20))
     yield backend
     backend.llm.llm_engine.engine_core.shutdown()
+
+
+def test_vllm_reserves_the_kv_memory_it_is_given(vllm_backend) -> None:
+    """256 MiB of KV, not half the machine: blocks x block size x bytes per token fit it (tiny
+    model: 2 layers x 1 KV head x 64 x (K, V) x 4 bytes = 1,024 bytes per token)."""
+    cache = vllm_backend.llm.llm_engine.vllm_config.cache_config
+    assert cache.kv_cache_memory_bytes == 256 << 20
+    held = cache.num_gpu_blocks * cache.block_size * 1_024
+    assert 0.9 * (256 << 20) <= held <= 256 << 20
 
 
 def test_hf_and_vllm_same_greedy_tokens(vllm_backend, tiny_model: Path) -> None:
@@ -95,6 +104,8 @@ def test_servicer_routes_plain_requests_to_vllm_and_pruning_to_hf(
         )
         done = list(client.stub.Generate(plain, timeout=60))[-1].complete
         assert done.engine == "vllm" and list(done.token_ids) == expected[0].token_ids
+        (info,) = client.stub.ListModels(pb.ListModelsRequest()).models
+        assert info.engine == "vllm" and info.parameters == 426_624  # from the safetensors
         pruned = pb.GenerateRequest(
             request_id="v2",
             model="tiny",

@@ -387,6 +387,7 @@ def test_crowd_rejection_sampling_picks_by_copeland() -> None:
     )
     (s,) = selections
     assert s.scores == [0.0, 2.0, 1.0] and s.best == 1 and s.worst == 0
+    assert (s.judgments, s.parsed) == (6, 6)  # 3 matches x 2 orders, every verdict parsed
     assert sft_rows(selections) == [
         {
             "messages": [

@@ -56,11 +56,16 @@ class ModelRegistry:
     """name -> LoadedModel. Models under models_dir load on first use by folder name."""
 
     def __init__(
-        self, models_dir: Path | None = None, device: str = "cpu", decode_batch: int = 16
+        self,
+        models_dir: Path | None = None,
+        device: str = "cpu",
+        decode_batch: int = 16,
+        vllm_kv_cache_bytes: int = 1 << 30,
     ) -> None:
         self.models_dir = models_dir
         self.device = device
         self.decode_batch = decode_batch
+        self.vllm_kv_cache_bytes = vllm_kv_cache_bytes
         self._models: dict[str, LoadedModel] = {}
         self._hf_twins: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -101,9 +106,12 @@ class ModelRegistry:
         else:
             from services.llm.vllm_engine import VLLMBackend, VLLMConfig
 
-            backend = VLLMBackend(
-                folder, VLLMConfig(dtype=dtype, kv_cache_dtype=kv_cache_dtype or "auto"), name=name
+            config = VLLMConfig(
+                dtype=dtype,
+                kv_cache_dtype=kv_cache_dtype or "auto",
+                kv_cache_memory_bytes=self.vllm_kv_cache_bytes,
             )
+            backend = VLLMBackend(folder, config, name=name)
         loaded = LoadedModel(name, source, engine, backend, dtype, [str(a) for a in adapters])
         self.add(loaded)
         return loaded

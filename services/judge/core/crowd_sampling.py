@@ -43,6 +43,8 @@ class Selection:
     policies: list[str]
     responses: list[str]
     scores: list[float]  # Copeland points
+    judgments: int = 0  # single-order judgments made (both orders of every match)
+    parsed: int = 0  # of those, the ones whose verdict parsed (the rest score as ties)
 
     @property
     def best(self) -> int:
@@ -100,7 +102,11 @@ def crowd_rejection_sampling(
         scores = copeland(
             len(policies), [(i, j, r.verdict) for (i, j), r in zip(matches, results, strict=True)]
         )
-        selections.append(Selection(prompt, list(policies), responses, scores))
+        outcomes = [o for r in results for o in (r.forward, r.swapped) if o is not None]
+        parsed = sum(o.winner != Winner.UNPARSEABLE for o in outcomes)
+        selections.append(
+            Selection(prompt, list(policies), responses, scores, len(outcomes), parsed)
+        )
         if on_progress is not None:
             on_progress(k + 1, len(prompts))
     return selections
