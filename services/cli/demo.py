@@ -377,6 +377,8 @@ class Pipeline:
         wins = ", ".join(f"{p} {int(n)}" for p, n in summary["chosen_by_policy"].items())
         parse_rate = summary.get("parse_rate")
         parsed = "n/a" if parse_rate is None else f"{parse_rate:.0%}"
+        if parse_rate == 0:
+            parsed += ", so every match is a tie and Copeland's tie-break keeps the first policy"
         return StageResult(
             "judge",
             f"{int(summary['rows'])} SFT labels by crowd rejection sampling with "

@@ -96,3 +96,10 @@ def test_bad_configs_name_the_field(config: KVConfig, field: str) -> None:
     with pytest.raises(InvalidInput) as err:
         plan_kv(config, 4096, LLAMA_8B)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("tokens", [float("nan"), float("inf"), 1e308, -1.0])
+def test_a_budget_that_is_not_a_finite_token_count_is_invalid(tokens: float) -> None:
+    with pytest.raises(InvalidInput) as err:
+        plan_kv(KVConfig("snapkv", budget_fp16_tokens=tokens), 1000, LLAMA_8B)
+    assert err.value.field == "kv.budget_fp16_tokens"

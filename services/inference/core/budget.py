@@ -32,6 +32,7 @@ from services.inference.core.pyramidkv import layer_budgets
 INDEX_BYTES = 4
 SCALE_BYTES = 2  # fp16 scale and zero point
 FP16_BYTES = 2
+MAX_BUDGET_TOKENS = 1e9  # far beyond any context; keeps the byte count a finite integer
 
 
 @dataclass(frozen=True)
@@ -206,8 +207,10 @@ def budget_in_bytes(
 ) -> int:
     if budget_bytes < 0:
         raise InvalidInput("kv.budget_bytes", "must be positive")
-    if budget_fp16_tokens < 0:
-        raise InvalidInput("kv.budget_fp16_tokens", "must be positive")
+    if not 0 <= budget_fp16_tokens <= MAX_BUDGET_TOKENS:  # also NaN and inf
+        raise InvalidInput(
+            "kv.budget_fp16_tokens", f"must be a number in 0..{MAX_BUDGET_TOKENS:.0e}"
+        )
     if budget_fp16_tokens:
         return int(budget_fp16_tokens * geometry.token_bytes())
     return budget_bytes
