@@ -257,7 +257,7 @@ class KilnCache:
         state = self.pending[layer_idx]
         keys = key if state.keys is None else torch.cat([state.keys, key], dim=1)
         values = value if state.values is None else torch.cat([state.values, value], dim=1)
-        if self.config.method == "h2o" or self.needs_attention_probs:
+        if self.needs_accumulated_attention:
             scores = h2o.accumulated_attention(query, keys, scaling)
             if state.scores is not None:
                 scores[:, : state.scores.shape[1]] += state.scores
@@ -284,7 +284,7 @@ class KilnCache:
         last w <= T queries), key/value [Hkv, T, D], scores [Hkv, T] (H2O accumulated
         attention; computed from query when None, which then must hold all T queries)."""
         hkv, t, _ = key.shape
-        if scores is None and (self.config.method == "h2o" or self.needs_attention_probs):
+        if scores is None and self.needs_accumulated_attention:
             scores = h2o.accumulated_attention(query, key, scaling)
         if query.shape[1] < t:  # window selection reads the last rows only
             query = torch.cat(
@@ -344,6 +344,11 @@ class KilnCache:
         before the question when query-agnostic (at least one)."""
         question = 0 if self.config.query_aware else self.config.question_tokens
         return max(1, self.config.window + question)
+
+    @property
+    def needs_accumulated_attention(self) -> bool:
+        """H2O selects by the prompt's accumulated attention, and evicts by it while decoding."""
+        return self.config.method == "h2o"
 
     @property
     def needs_attention_probs(self) -> bool:
