@@ -9,10 +9,11 @@ Abort (by request_id) or the client cancelling the stream stops its decode loop 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -108,6 +109,93 @@ def torch_device(configured: str) -> str:
     return configured or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+async def _responses(
+    decoded: AsyncIterator[tuple[int, float]],
+    tokenizer: Any,
+    prompt: Prompt,
+    params: SamplingParams,
+    abort: threading.Event,
+) -> AsyncIterator[pb.GenerateResponse]:
+    """(token, log-prob) pairs as Generate chunks of new text (held back while the text ends
+    inside a UTF-8 sequence; cut at a stop string), then the complete message (its engine and
+    KV stats are the caller's to set)."""
+    tokens: list[int] = []
+    logprobs: list[float] = []
+    sent_text, sent_tokens, finish = "", 0, "length"
+    async for token, logprob in decoded:
+        tokens.append(token)
+        logprobs.append(logprob)
+        text, stopped = truncate_at_stop(
+            tokenizer.decode(tokens, skip_special_tokens=True), params.stop
+        )
+        if stopped or token == tokenizer.eos_token_id:
+            finish = "stop"
+        if text != sent_text and not text.endswith("\ufffd"):
+            yield pb.GenerateResponse(
+                chunk=pb.GenerateChunk(
+                    text=text[len(sent_text) :],
+                    token_ids=tokens[sent_tokens:],
+                    logprobs=logprobs[sent_tokens:] if params.logprobs else [],
+                )
+            )
+            sent_text, sent_tokens = text, len(tokens)
+        if finish == "stop":
+            break
+    if abort.is_set() and finish != "stop":
+        finish = "abort"
+    yield pb.GenerateResponse(
+        complete=pb.GenerateComplete(
+            text=sent_text,
+            token_ids=tokens,
+            logprobs=logprobs if params.logprobs else [],
+            finish_reason=finish,
+            usage=common_pb2.Usage(
+                prompt_tokens=len(encode_prompt(tokenizer, prompt)),
+                completion_tokens=len(tokens),
+                calls=1,
+            ),
+        )
+    )
+
+
+_END = object()
+
+
+async def _in_thread(make: Callable[[], Iterator[Any]]) -> AsyncIterator[Any]:
+    """The items of a blocking iterator, produced in a worker thread and yielded on the event
+    loop. Closing early stops the thread after its current item and closes the iterator there."""
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[Any] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop has closed
+            loop.call_soon_threadsafe(items.put_nowait, item)
+
+    def run() -> None:
+        iterator = make()
+        try:
+            for item in iterator:
+                put(item)
+                if stop.is_set():
+                    break
+        except BaseException as exc:
+            put(exc)
+        finally:
+            getattr(iterator, "close", lambda: None)()
+            put(_END)
+
+    worker = loop.run_in_executor(None, run)
+    try:
+        while (item := await items.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        await worker
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def __init__(
         self, settings: Settings, jobs: JobManager, registry: ModelRegistry | None = None
@@ -157,7 +245,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     self._generate_with_tools(model, prompt, params, request.tools)
                 )
             elif use_vllm:
-                stream = self._in_slot(self._generate_vllm(model, prompt, params))
+                stream = self._in_slot(self._generate_vllm(model, prompt, params, abort))
             else:  # the model's continuous batcher admits it
                 stream = self._generate_hf(model, prompt, params, kv, abort)
             started = time.perf_counter()
@@ -212,26 +300,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         )
 
     async def _generate_vllm(
-        self, model: Any, prompt: Prompt, params: SamplingParams
+        self, model: Any, prompt: Prompt, params: SamplingParams, abort: threading.Event
     ) -> AsyncIterator[pb.GenerateResponse]:
-        """vLLM's offline engine does not stream: one chunk, then complete."""
-        (done,) = await asyncio.to_thread(model.backend.generate, [prompt], params)
-        logprobs = done.logprobs or []
-        yield pb.GenerateResponse(
-            chunk=pb.GenerateChunk(text=done.text, token_ids=done.token_ids, logprobs=logprobs)
-        )
-        yield pb.GenerateResponse(
-            complete=pb.GenerateComplete(
-                text=done.text,
-                token_ids=done.token_ids,
-                logprobs=logprobs,
-                finish_reason=done.finish_reason,
-                engine="vllm",
-                usage=common_pb2.Usage(
-                    prompt_tokens=done.prompt_tokens, completion_tokens=len(done.token_ids), calls=1
-                ),
-            )
-        )
+        """vLLM's engine, one step at a time in a worker thread: tokens stream as they come."""
+        backend = model.backend
+        decoded = _in_thread(lambda: backend.stream(prompt, params, abort))
+        async with aclosing(decoded):
+            async for response in _responses(decoded, backend.tokenizer, prompt, params, abort):
+                if response.WhichOneof("kind") == "complete":
+                    response.complete.engine = "vllm"
+                yield response
 
     async def _generate_hf(
         self,
@@ -243,47 +321,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.GenerateResponse]:
         backend = self.registry.hf_backend(model)
         seq = backend.sequence(prompt, params, abort, kv)
-        tokenizer = backend.tokenizer
-        tokens: list[int] = []
-        logprobs: list[float] = []
-        sent_text, sent_tokens, finish = "", 0, "length"
         async with aclosing(backend.batcher.run_async(seq)) as decoded:
-            async for token, logprob in decoded:
-                tokens.append(token)
-                logprobs.append(logprob)
-                text, stopped = truncate_at_stop(
-                    tokenizer.decode(tokens, skip_special_tokens=True), params.stop
-                )
-                if stopped or token == tokenizer.eos_token_id:
-                    finish = "stop"
-                if text != sent_text and not text.endswith("\ufffd"):
-                    yield pb.GenerateResponse(
-                        chunk=pb.GenerateChunk(
-                            text=text[len(sent_text) :],
-                            token_ids=tokens[sent_tokens:],
-                            logprobs=logprobs[sent_tokens:] if params.logprobs else [],
-                        )
-                    )
-                    sent_text, sent_tokens = text, len(tokens)
-                if finish == "stop":
-                    break
-            if abort.is_set() and finish != "stop":
-                finish = "abort"
-        complete = pb.GenerateComplete(
-            text=sent_text,
-            token_ids=tokens,
-            logprobs=logprobs if params.logprobs else [],
-            finish_reason=finish,
-            engine="hf",
-            usage=common_pb2.Usage(
-                prompt_tokens=len(encode_prompt(tokenizer, prompt)),
-                completion_tokens=len(tokens),
-                calls=1,
-            ),
-        )
-        if kv is not None and seq.stats is not None:
-            complete.kv_stats.CopyFrom(kv_stats_to_pb(seq.stats))
-        yield pb.GenerateResponse(complete=complete)
+            async for response in _responses(decoded, backend.tokenizer, prompt, params, abort):
+                if response.WhichOneof("kind") == "complete":
+                    response.complete.engine = "hf"
+                    if kv is not None and seq.stats is not None:
+                        response.complete.kv_stats.CopyFrom(kv_stats_to_pb(seq.stats))
+                yield response
 
     async def PlanKV(
         self, request: pb.PlanKVRequest, context: grpc.aio.ServicerContext

@@ -7,7 +7,9 @@ see identical inputs. vLLM spawns engine processes: a script using it needs an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,9 @@ class VLLMBackend:
             seed=self.config.seed,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        # LLM.generate and stream() both drive the engine's step loop, which is not
+        # thread-safe: one caller at a time
+        self._engine_lock = threading.Lock()
         self._fingerprint = (
             f"vllm:{folder_fingerprint(self.path)}:{self.config.dtype}:{self.config.kv_cache_dtype}"
         )
@@ -77,16 +82,10 @@ class VLLMBackend:
 
         return [TokensPrompt(prompt_token_ids=r) for r in rows]
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+    def _sampling(self, params: SamplingParams, **extra: Any) -> Any:
         from vllm import SamplingParams as VSamplingParams
 
-        params.validate()
-        rows = [encode_context(self.tokenizer, validate_prompt(p)) for p in prompts]
-        for row in rows:
-            check_context(len(row), params.max_tokens, self.config.max_model_len)
-        if not rows:
-            return []
-        sampling = VSamplingParams(
+        return VSamplingParams(
             n=1,
             max_tokens=params.max_tokens,
             temperature=params.temperature,
@@ -94,9 +93,19 @@ class VLLMBackend:
             top_k=params.top_k,
             seed=params.seed,
             stop=list(params.stop) or None,
-            logprobs=0 if params.logprobs else None,
+            **extra,
         )
-        outputs = self.llm.generate(self._prompts(rows), sampling, use_tqdm=False)
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        params.validate()
+        rows = [encode_context(self.tokenizer, validate_prompt(p)) for p in prompts]
+        for row in rows:
+            check_context(len(row), params.max_tokens, self.config.max_model_len)
+        if not rows:
+            return []
+        sampling = self._sampling(params, logprobs=0 if params.logprobs else None)
+        with self._engine_lock:
+            outputs = self.llm.generate(self._prompts(rows), sampling, use_tqdm=False)
         results = []
         for prompt_ids, out in zip(rows, outputs, strict=True):
             sample = out.outputs[0]
@@ -111,6 +120,36 @@ class VLLMBackend:
             results.append(Completion(sample.text, tokens, finish, len(prompt_ids), logprobs))
         return results
 
+    def stream(
+        self, prompt: Prompt, params: SamplingParams, abort: threading.Event | None = None
+    ) -> Iterator[tuple[int, float]]:
+        """Decodes one prompt token by token: yields (token id, its log-prob) as the engine
+        produces them (one engine step at a time). An abort, or closing the iterator, aborts
+        the request in the engine. Streams and generate/score calls on this model take turns."""
+        from vllm.sampling_params import RequestOutputKind
+
+        params.validate()
+        row = encode_context(self.tokenizer, validate_prompt(prompt))
+        check_context(len(row), params.max_tokens, self.config.max_model_len)
+        sampling = self._sampling(params, logprobs=0, output_kind=RequestOutputKind.DELTA)
+        request_id = uuid.uuid4().hex
+        engine = self.llm.llm_engine
+        with self._engine_lock:
+            engine.add_request(request_id, self._prompts([row])[0], sampling)
+            finished = False
+            try:
+                while not finished and not (abort is not None and abort.is_set()):
+                    for out in engine.step():
+                        if out.request_id != request_id:
+                            continue
+                        sample = out.outputs[0]
+                        for token, step in zip(sample.token_ids, sample.logprobs, strict=True):
+                            yield token, float(step[token].logprob)
+                        finished = out.finished
+            finally:
+                if not finished:
+                    engine.abort_request([request_id])
+
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[TokenScores]:
         from vllm import SamplingParams as VSamplingParams
 
@@ -124,7 +163,8 @@ class VLLMBackend:
             return []
         sampling = VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         rows = [p + s for p, s in zip(prefix, suffix, strict=True)]
-        outputs = self.llm.generate(self._prompts(rows), sampling, use_tqdm=False)
+        with self._engine_lock:
+            outputs = self.llm.generate(self._prompts(rows), sampling, use_tqdm=False)
         results = []
         for p, s, row, out in zip(prefix, suffix, rows, outputs, strict=True):
             per_position = out.prompt_logprobs  # [None, {tok: Logprob}, ...]

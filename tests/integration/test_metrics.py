@@ -3,6 +3,7 @@ tokens, KV bytes saved (exactly the response's numbers), queue depth from Redis.
 
 from __future__ import annotations
 
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -60,11 +61,18 @@ def test_metrics_count_rpcs_tokens_kv_bytes_and_queue_depth(
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         client.jobs.SubmitCanary(common_pb2.SubmitCanaryRequest(request_id="c1", shards=1))
     with KilnClient("inference", target=server.target, settings=settings, token="") as anon:
-        with pytest.raises(grpc.RpcError):
+        with pytest.raises(grpc.RpcError) as denied:
             list(anon.stub.Generate(request, timeout=10))
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
-    after = scrape(port)
     rpc = "kiln_rpc_requests_total"
+    denied = {"service": "inference", "method": GENERATE, "code": "UNAUTHENTICATED"}
+    # a stream's status is counted when its handler ends, which may trail the client's error
+    for _ in range(100):
+        after = scrape(port)
+        if value(after, rpc, **denied) > value(before, rpc, **denied):
+            break
+        time.sleep(0.05)
     for code, count in (("OK", 1), ("INVALID_ARGUMENT", 1), ("UNAUTHENTICATED", 1)):
         labels = {"service": "inference", "method": GENERATE, "code": code}
         assert value(after, rpc, **labels) - value(before, rpc, **labels) == count, code

@@ -50,6 +50,20 @@ def test_hf_and_vllm_same_greedy_tokens(vllm_backend, tiny_model: Path) -> None:
         assert got.prompt_tokens == want.prompt_tokens
 
 
+def test_vllm_stream_equals_generate_and_stops_when_closed(vllm_backend) -> None:
+    params = SamplingParams(max_tokens=12, logprobs=True)
+    (done,) = vllm_backend.generate(["the answer is"], params)
+    streamed = list(vllm_backend.stream("the answer is", params))
+    assert [t for t, _ in streamed] == done.token_ids
+    assert [lp for _, lp in streamed] == pytest.approx(done.logprobs, abs=1e-4)
+    stream = vllm_backend.stream("the answer is", SamplingParams(max_tokens=200))
+    first = [next(stream) for _ in range(3)]
+    stream.close()  # aborts the request in the engine, which is free for the next call
+    assert len(first) == 3
+    assert not vllm_backend.llm.llm_engine.has_unfinished_requests()
+    assert vllm_backend.generate(["the answer is"], params)[0].token_ids == done.token_ids
+
+
 def test_hf_and_vllm_same_scores(vllm_backend, tiny_model: Path) -> None:
     hf = HFBackend(tiny_model)
     continuations = [" yes it is", " 42", " sunny"]
@@ -102,8 +116,12 @@ def test_servicer_routes_plain_requests_to_vllm_and_pruning_to_hf(
             prompt="the answer is",
             sampling=pb.SamplingParams(max_tokens=8),
         )
-        done = list(client.stub.Generate(plain, timeout=60))[-1].complete
+        responses = list(client.stub.Generate(plain, timeout=60))
+        chunks = [r.chunk for r in responses if r.WhichOneof("kind") == "chunk"]
+        done = responses[-1].complete
         assert done.engine == "vllm" and list(done.token_ids) == expected[0].token_ids
+        assert len(chunks) > 1  # streamed as the engine steps, not one chunk at the end
+        assert [t for c in chunks for t in c.token_ids] == list(done.token_ids)
         (info,) = client.stub.ListModels(pb.ListModelsRequest()).models
         assert info.engine == "vllm" and info.parameters == 426_624  # from the safetensors
         pruned = pb.GenerateRequest(
