@@ -138,3 +138,66 @@ def test_an_aborted_long_prefill_frees_the_server(inference: KilnClient) -> None
     assert (
         "Paris" in generate(inference, "after", 16, **chat("What is the capital of France?")).text
     )
+
+
+def test_a_lora_sft_lowers_the_loss_and_the_adapter_serves(
+    inference: KilnClient, smollm2: Path, tmp_path: Path
+) -> None:
+    """Six LoRA steps on two chat examples: their loss (measured before and after on the same
+    examples, adapters in eval mode) falls, and the saved adapter loads on the inference
+    service and answers."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from services.trainer.core.data import collate_sft, sft_example
+    from services.trainer.core.training import TrainConfig, Trainer, load_policy, token_logps
+
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "What is kiln?"},
+                {"role": "assistant", "content": "kiln is a post-training platform."},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Who serves kiln's models?"},
+                {"role": "assistant", "content": "kiln's inference service does."},
+            ]
+        },
+    ]
+    config = TrainConfig(max_steps=6, batch_size=2, learning_rate=2e-3, max_length=128)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    examples = [sft_example(tokenizer, row, 128, f"rows[{i}]") for i, row in enumerate(rows)]
+    model = load_policy(smollm2, config)
+
+    def loss() -> float:
+        model.eval()
+        batch = collate_sft(examples, tokenizer.pad_token_id)
+        with torch.no_grad():
+            logps = token_logps(model, **batch)
+        mask = batch["completion_mask"][:, 1:]
+        return float(-(logps * mask).sum() / mask.sum())
+
+    before = loss()
+    Trainer(model, tokenizer, examples, config).run()
+    after = loss()
+    assert after < 0.5 * before
+    model.save_pretrained(tmp_path / "adapter")
+    info = inference.stub.LoadModel(
+        pb.LoadModelRequest(
+            name="smollm2-kiln",
+            local_path=str(smollm2),
+            adapters=[str(tmp_path / "adapter")],
+        ),
+        timeout=300,
+    )
+    assert info.adapters == [str(tmp_path / "adapter")]
+    request = pb.GenerateRequest(
+        request_id="tuned",
+        model="smollm2-kiln",
+        sampling=pb.SamplingParams(max_tokens=16),
+        **chat("What is kiln?"),
+    )
+    *_, last = inference.stub.Generate(request)
+    assert "post-training" in last.complete.text
