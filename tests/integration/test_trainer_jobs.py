@@ -243,7 +243,7 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(
 
 @pytest.fixture
 def slow_redelivery(kiln_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("KILN_TASK_TIME_LIMIT_S", "60")
+    monkeypatch.setenv("KILN_TASK_TIME_LIMIT_S", "180")  # 300 steps, twice on a busy machine
     monkeypatch.setenv("KILN_VISIBILITY_TIMEOUT_S", "20")
     get_settings.cache_clear()
     return get_settings()
