@@ -96,10 +96,6 @@ class CapturingCache(KilnCache):
         return 64
 
     def store_prefill(self, layer_idx, query, key, value, scaling, scores=None) -> None:
-        from services.inference.core import h2o
-
-        if scores is None:
-            scores = h2o.accumulated_attention(query, key, scaling)
         self.captured.append((query, key, value, scaling, scores))
         if layer_idx == self.geometry.num_layers - 1:
             self.seen_tokens, self.prefilling = key.shape[1], False

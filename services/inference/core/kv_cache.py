@@ -281,15 +281,9 @@ class KilnCache:
         scores: torch.Tensor | None = None,
     ) -> None:
         """Selects the kept tokens of one layer and stores them. query [Hq, w, D] (the prompt's
-        last w <= T queries), key/value [Hkv, T, D], scores [Hkv, T] (H2O accumulated
-        attention; computed from query when None, which then must hold all T queries)."""
+        last w = query_window queries, or more), key/value [Hkv, T, D], scores [Hkv, T] (H2O's
+        accumulated attention over the whole prompt; None for the other methods)."""
         hkv, t, _ = key.shape
-        if scores is None and self.needs_accumulated_attention:
-            scores = h2o.accumulated_attention(query, key, scaling)
-        if query.shape[1] < t:  # window selection reads the last rows only
-            query = torch.cat(
-                [query.new_zeros(query.shape[0], t - query.shape[1], query.shape[2]), query], dim=1
-            )
         budget = self.plan.tokens_per_layer[layer_idx]
         indices = self._select(layer_idx, query, key, budget, scaling, scores)
         store = self.layers[layer_idx]

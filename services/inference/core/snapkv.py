@@ -25,14 +25,17 @@ def window_votes(
 ) -> torch.Tensor:
     """Attention of the window queries [start, end) over the keys before `start`.
 
-    query [Hq, T, D], key [Hkv, T, D] -> [Hkv, start]: softmax over each window query's
+    query [Hq, Tq, D] (the last Tq >= T - start of the T positions: all of them, or a chunked
+    prefill's kept tail), key [Hkv, T, D] -> [Hkv, start]: softmax over each window query's
     causal keys, summed over the window, averaged over the query heads of each KV head.
     """
     start, end = window
     hq, hkv = query.shape[0], key.shape[0]
     group = hq // hkv
+    offset = key.shape[1] - query.shape[1]
     keys = key[:, :end].float().repeat_interleave(group, dim=0)
-    logits = query[:, start:end].float() @ keys.transpose(-1, -2) * scaling  # [Hq, w, end]
+    window_queries = query[:, start - offset : end - offset].float()
+    logits = window_queries @ keys.transpose(-1, -2) * scaling  # [Hq, w, end]
     rows = torch.arange(start, end, device=query.device).unsqueeze(-1)
     columns = torch.arange(end, device=query.device).unsqueeze(0)
     logits = logits.masked_fill(columns > rows, float("-inf"))
@@ -54,7 +57,8 @@ def pool(votes: torch.Tensor, kernel_size: int, pooling: str) -> torch.Tensor:
 def select(
     query: torch.Tensor, key: torch.Tensor, budget: int, config: SnapKVConfig, scaling: float
 ) -> torch.Tensor:
-    """Sorted indices [Hkv, min(budget, T)] to keep."""
+    """Sorted indices [Hkv, min(budget, T)] to keep. query [Hq, Tq, D]: the last Tq positions,
+    at least the observation window and the question after it; key [Hkv, T, D]."""
     hkv, t = key.shape[0], key.shape[1]
     if budget >= t:
         return torch.arange(t, device=key.device).unsqueeze(0).expand(hkv, -1).clone()
