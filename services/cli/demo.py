@@ -27,7 +27,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +186,6 @@ class DemoConfig:
         ).with_sizes(**sizes)
 
     def with_sizes(self, **sizes: Any) -> DemoConfig:
-        from dataclasses import replace
-
         return replace(self, **{k: v for k, v in sizes.items() if v is not None})
 
     @property

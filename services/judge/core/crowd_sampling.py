@@ -102,7 +102,7 @@ def crowd_rejection_sampling(
         scores = copeland(
             len(policies), [(i, j, r.verdict) for (i, j), r in zip(matches, results, strict=True)]
         )
-        outcomes = [o for r in results for o in (r.forward, r.swapped) if o is not None]
+        outcomes = [o for r in results for o in r.outcomes]
         parsed = sum(o.winner != Winner.UNPARSEABLE for o in outcomes)
         selections.append(
             Selection(prompt, list(policies), responses, scores, len(outcomes), parsed)

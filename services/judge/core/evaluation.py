@@ -34,6 +34,11 @@ class ItemResult:
     forward: Outcome
     swapped: Outcome | None  # the (B, A) judgment, its winner in the swapped slots
 
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """The single-order judgments: forward, then swapped when both orders were judged."""
+        return [self.forward] if self.swapped is None else [self.forward, self.swapped]
+
     def record(self, index: int, item: PairItem) -> dict[str, Any]:
         row: dict[str, Any] = {
             "index": index,
@@ -119,7 +124,7 @@ def report(
         out["first_slot_win_rate"] = (
             sum(w == Winner.A for w in singles) / len(singles) if singles else None
         )
-    outcomes = [o for r in results for o in (r.forward, r.swapped) if o is not None]
+    outcomes = [o for r in results for o in r.outcomes]
     if any("crowd_fallback" in o.details for o in outcomes):
         # CCE judgments made without crowd context because no crowd judgment parsed
         out["crowd_fallback_rate"] = sum(bool(o.details["crowd_fallback"]) for o in outcomes) / len(
