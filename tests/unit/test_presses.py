@@ -57,3 +57,16 @@ def test_pooling_by_hand() -> None:
     votes = torch.tensor([[0.0, 3.0, 0.0, 0.0]])
     assert snapkv.pool(votes, 3, "avgpool").tolist() == [[1.5, 1.0, 1.0, 0.0]]
     assert snapkv.pool(votes, 3, "maxpool").tolist() == [[3.0, 3.0, 3.0, 0.0]]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [snapkv.SnapKVConfig(8), snapkv.SnapKVConfig(8, query_aware=False, question_tokens=5)],
+)
+def test_snapkv_selects_the_same_from_the_prompts_last_queries(config) -> None:
+    """A chunked prefill keeps only the window's queries (and the question's after it): the
+    selection equals the one made from all T queries."""
+    torch.manual_seed(0)
+    query, key = torch.randn(6, 100, 16), torch.randn(2, 100, 16)
+    full = snapkv.select(query, key, 30, config, 0.25)
+    assert torch.equal(snapkv.select(query[:, -13:], key, 30, config, 0.25), full)
