@@ -76,7 +76,7 @@ def accuracy_table(folder: Path, samples: int) -> None:
         correct = 0
         for ids, answer in items:
             try:
-                ((token, _),) = compressed_stream(model, ids, 1, greedy, config, None)
+                ((token, *_),) = compressed_stream(model, ids, 1, greedy, config, None)
             except Exception:  # the budget cannot hold this configuration
                 return None
             correct += token == answer

@@ -32,7 +32,7 @@ from services.inference.core.budget import KVConfig, plan_kv
 from services.inference.core.generation import KVStats
 from services.inference.core.registry import DEFAULT_DTYPE, ModelRegistry
 from services.inference.core.tool_integrated import TIRConfig, generate_with_tools
-from services.llm.base import Prompt, SamplingParams, truncate_at_stop
+from services.llm.base import Prompt, SamplingParams, TokenStep, truncate_at_stop
 from services.llm.tokens import encode_prompt
 
 
@@ -53,7 +53,8 @@ def sampling_from_pb(sampling: pb.SamplingParams) -> SamplingParams:
         top_k=sampling.top_k,
         seed=sampling.seed if sampling.HasField("seed") else None,
         stop=tuple(sampling.stop),
-        logprobs=sampling.return_logprobs,
+        logprobs=sampling.return_logprobs or sampling.top_logprobs > 0,
+        top_logprobs=sampling.top_logprobs,
     ).validate()
 
 
@@ -109,35 +110,46 @@ def torch_device(configured: str) -> str:
     return configured or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _chunk(
+    text: str, steps: list[TokenStep], tokenizer: Any, params: SamplingParams
+) -> pb.GenerateChunk:
+    chunk = pb.GenerateChunk(text=text, token_ids=[token for token, _, _ in steps])
+    if params.logprobs:
+        chunk.logprobs.extend(logprob for _, logprob, _ in steps)
+        chunk.tokens.extend(tokenizer.decode([token]) for token, _, _ in steps)
+    for _, _, top in steps if params.top_logprobs else ():
+        chunk.top_logprobs.add(
+            token_ids=[token for token, _ in top],
+            tokens=[tokenizer.decode([token]) for token, _ in top],
+            logprobs=[logprob for _, logprob in top],
+        )
+    return chunk
+
+
 async def _responses(
-    decoded: AsyncIterator[tuple[int, float]],
+    decoded: AsyncIterator[TokenStep],
     tokenizer: Any,
     prompt: Prompt,
     params: SamplingParams,
     abort: threading.Event,
 ) -> AsyncIterator[pb.GenerateResponse]:
-    """(token, log-prob) pairs as Generate chunks of new text (held back while the text ends
-    inside a UTF-8 sequence; cut at a stop string), then the complete message (its engine and
-    KV stats are the caller's to set)."""
+    """Decoded tokens as Generate chunks of new text (held back while the text ends inside a
+    UTF-8 sequence; cut at a stop string), then the complete message (its engine and KV stats
+    are the caller's to set)."""
+    steps: list[TokenStep] = []
     tokens: list[int] = []
-    logprobs: list[float] = []
     sent_text, sent_tokens, finish = "", 0, "length"
-    async for token, logprob in decoded:
-        tokens.append(token)
-        logprobs.append(logprob)
+    async for step in decoded:
+        steps.append(step)
+        tokens.append(step[0])
         text, stopped = truncate_at_stop(
             tokenizer.decode(tokens, skip_special_tokens=True), params.stop
         )
-        if stopped or token == tokenizer.eos_token_id:
+        if stopped or step[0] == tokenizer.eos_token_id:
             finish = "stop"
         if text != sent_text and not text.endswith("\ufffd"):
-            yield pb.GenerateResponse(
-                chunk=pb.GenerateChunk(
-                    text=text[len(sent_text) :],
-                    token_ids=tokens[sent_tokens:],
-                    logprobs=logprobs[sent_tokens:] if params.logprobs else [],
-                )
-            )
+            chunk = _chunk(text[len(sent_text) :], steps[sent_tokens:], tokenizer, params)
+            yield pb.GenerateResponse(chunk=chunk)
             sent_text, sent_tokens = text, len(tokens)
         if finish == "stop":
             break
@@ -147,7 +159,7 @@ async def _responses(
         complete=pb.GenerateComplete(
             text=sent_text,
             token_ids=tokens,
-            logprobs=logprobs if params.logprobs else [],
+            logprobs=[logprob for _, logprob, _ in steps] if params.logprobs else [],
             finish_reason=finish,
             usage=common_pb2.Usage(
                 prompt_tokens=len(encode_prompt(tokenizer, prompt)),

@@ -12,6 +12,11 @@ from services.common.errors import InvalidInput, ResourceExhausted
 Message = dict[str, str]  # {"role": system|user|assistant|tool, "content": ...}
 Prompt = str | Sequence[Message]  # raw text, or chat messages the backend templates
 ROLES = frozenset({"system", "user", "assistant", "tool"})
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+
+# One decoded token: its id, its log-prob, and (when asked for) the step's most likely tokens
+# as (id, log-prob) pairs, most likely first.
+TokenStep = tuple[int, float, tuple[tuple[int, float], ...]]
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logprobs: bool = False  # return the log-prob of each generated token
+    top_logprobs: int = 0  # also return the k most likely tokens at each step (0..20)
 
     def validate(self, prefix: str = "sampling") -> SamplingParams:
         if not 1 <= self.max_tokens <= 32768:
@@ -35,6 +41,8 @@ class SamplingParams:
             raise InvalidInput(f"{prefix}.top_p", "must be in (0, 1]")
         if self.top_k < 0:
             raise InvalidInput(f"{prefix}.top_k", "must be >= 0 (0 disables it)")
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidInput(f"{prefix}.top_logprobs", f"must be in 0..{MAX_TOP_LOGPROBS}")
         if any(not s for s in self.stop) or len(self.stop) > 16:
             raise InvalidInput(f"{prefix}.stop", "at most 16 non-empty stop strings")
         return self

@@ -12,6 +12,7 @@ from services.llm.base import (
     Prompt,
     SamplingParams,
     TokenScores,
+    TokenStep,
     truncate_at_stop,
     validate_prompt,
 )
@@ -154,8 +155,9 @@ class HFBackend:
         abort: threading.Event | None = None,
         kv: Any = None,
         kv_stats: list | None = None,
-    ) -> Iterator[tuple[int, float]]:
-        """Decodes one prompt token by token: yields (token id, its log-prob under the model).
+    ) -> Iterator[TokenStep]:
+        """Decodes one prompt token by token: yields (token id, its log-prob under the model,
+        the step's top_logprobs most likely tokens).
 
         Concurrent streams share one continuously batched decoder (see
         services.inference.core.batching). Stops after EOS, max_tokens, or when abort is set
@@ -203,6 +205,7 @@ class HFBackend:
             kv or KVConfig(),
             self.tokenizer.eos_token_id,
             abort,
+            params.top_logprobs,
         )
 
     @property

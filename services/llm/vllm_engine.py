@@ -19,6 +19,7 @@ from services.llm.base import (
     Prompt,
     SamplingParams,
     TokenScores,
+    TokenStep,
     validate_prompt,
 )
 from services.llm.tokens import (
@@ -122,8 +123,9 @@ class VLLMBackend:
 
     def stream(
         self, prompt: Prompt, params: SamplingParams, abort: threading.Event | None = None
-    ) -> Iterator[tuple[int, float]]:
-        """Decodes one prompt token by token: yields (token id, its log-prob) as the engine
+    ) -> Iterator[TokenStep]:
+        """Decodes one prompt token by token: yields (token id, its log-prob, the step's
+        top_logprobs most likely tokens) as the engine
         produces them (one engine step at a time). An abort, or closing the iterator, aborts
         the request in the engine. Streams and generate/score calls on this model take turns."""
         from vllm.sampling_params import RequestOutputKind
@@ -131,7 +133,9 @@ class VLLMBackend:
         params.validate()
         row = encode_context(self.tokenizer, validate_prompt(prompt))
         check_context(len(row), params.max_tokens, self.config.max_model_len)
-        sampling = self._sampling(params, logprobs=0, output_kind=RequestOutputKind.DELTA)
+        sampling = self._sampling(
+            params, logprobs=params.top_logprobs, output_kind=RequestOutputKind.DELTA
+        )
         request_id = uuid.uuid4().hex
         engine = self.llm.llm_engine
         with self._engine_lock:
@@ -144,7 +148,7 @@ class VLLMBackend:
                             continue
                         sample = out.outputs[0]
                         for token, step in zip(sample.token_ids, sample.logprobs, strict=True):
-                            yield token, float(step[token].logprob)
+                            yield token, float(step[token].logprob), top_of(step, params)
                         finished = out.finished
             finally:
                 if not finished:
@@ -171,3 +175,10 @@ class VLLMBackend:
             values = [float(per_position[i][row[i]].logprob) for i in range(len(p), len(row))]
             results.append(TokenScores(s, values, len(p)))
         return results
+
+
+def top_of(step: dict[int, Any], params: SamplingParams) -> tuple[tuple[int, float], ...]:
+    """The top_logprobs most likely tokens of one vLLM step ({token: Logprob}, which also
+    holds the sampled token whatever its rank), most likely first."""
+    ranked = sorted((lp.rank, token, lp.logprob) for token, lp in step.items())
+    return tuple((token, float(lp)) for rank, token, lp in ranked if rank <= params.top_logprobs)

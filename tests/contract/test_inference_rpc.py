@@ -192,7 +192,7 @@ def test_concurrent_generations_are_batched_and_exact(
     for kv in kvs:
         config: KVConfig | None = kv_from_pb(kv)
         stats: list = []
-        tokens = [t for t, _ in local.stream(prompt, params, kv=config, kv_stats=stats)]
+        tokens = [t for t, *_ in local.stream(prompt, params, kv=config, kv_stats=stats)]
         expected.append((tokens, stats[0].bytes_used if stats else 0))
     results: list = [None] * len(kvs)
     start = threading.Barrier(len(kvs))

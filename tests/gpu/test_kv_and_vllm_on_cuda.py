@@ -44,8 +44,8 @@ def test_kiln_cache_on_cuda_decodes_as_on_cpu(tiny_model: Path) -> None:
     for method, options in CONFIGS:
         kv = KVConfig(method, **options)
         on_cpu, on_cuda = [], []
-        want = [t for t, _ in cpu.stream(prompt, params, kv=kv, kv_stats=on_cpu)]
-        got = [t for t, _ in cuda.stream(prompt, params, kv=kv, kv_stats=on_cuda)]
+        want = [t for t, *_ in cpu.stream(prompt, params, kv=kv, kv_stats=on_cpu)]
+        got = [t for t, *_ in cuda.stream(prompt, params, kv=kv, kv_stats=on_cuda)]
         assert got == want, method
         assert on_cuda[0].bytes_used == on_cpu[0].bytes_used
         assert on_cuda[0].tokens_per_layer == on_cpu[0].tokens_per_layer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,12 @@ def test_vllm_stream_equals_generate_and_stops_when_closed(vllm_backend) -> None
     params = SamplingParams(max_tokens=12, logprobs=True)
     (done,) = vllm_backend.generate(["the answer is"], params)
     streamed = list(vllm_backend.stream("the answer is", params))
-    assert [t for t, _ in streamed] == done.token_ids
-    assert [lp for _, lp in streamed] == pytest.approx(done.logprobs, abs=1e-4)
+    assert [t for t, *_ in streamed] == done.token_ids
+    assert [lp for _, lp, _ in streamed] == pytest.approx(done.logprobs, abs=1e-4)
+    ranked = list(vllm_backend.stream("the answer is", replace(params, top_logprobs=3)))
+    for (token, logprob, top), want in zip(ranked, streamed, strict=True):
+        assert token == want[0] and len(top) == 3  # greedy: the chosen token ranks first
+        assert top[0] == (token, pytest.approx(logprob)) and top[0][1] >= top[1][1] >= top[2][1]
     stream = vllm_backend.stream("the answer is", SamplingParams(max_tokens=200))
     first = [next(stream) for _ in range(3)]
     stream.close()  # aborts the request in the engine, which is free for the next call

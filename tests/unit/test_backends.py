@@ -28,10 +28,10 @@ def test_hf_batched_greedy_equals_one_by_one_and_stream(hf: HFBackend) -> None:
         (alone,) = hf.generate([prompt], params)
         assert alone.token_ids == completion.token_ids
         streamed = list(hf.stream(prompt, params))
-        assert [t for t, _ in streamed] == completion.token_ids
+        assert [t for t, *_ in streamed] == completion.token_ids
         # the stream's kiln cache stores keys and values at 16 bits (fp16 beside these float32
         # weights), generate()'s cache at 32: the same tokens, log-probs within fp16 rounding
-        assert [lp for _, lp in streamed] == pytest.approx(completion.logprobs, abs=1e-3)
+        assert [lp for _, lp, _ in streamed] == pytest.approx(completion.logprobs, abs=1e-3)
         assert completion.finish_reason == "length" and len(completion.token_ids) == 12
 
 
@@ -57,17 +57,17 @@ def test_hf_score_equals_model_log_probs(hf: HFBackend) -> None:
 
 def test_hf_seeded_sampling_is_reproducible(hf: HFBackend) -> None:
     params = SamplingParams(max_tokens=10, temperature=1.0, top_p=0.9, top_k=50, seed=7)
-    first = [t for t, _ in hf.stream("the answer is", params)]
-    assert first == [t for t, _ in hf.stream("the answer is", params)]
+    first = [t for t, *_ in hf.stream("the answer is", params)]
+    assert first == [t for t, *_ in hf.stream("the answer is", params)]
     other = SamplingParams(max_tokens=10, temperature=1.0, top_p=0.9, top_k=50, seed=8)
-    assert first != [t for t, _ in hf.stream("the answer is", other)]
+    assert first != [t for t, *_ in hf.stream("the answer is", other)]
 
 
 def test_hf_stream_abort_stops_early(hf: HFBackend) -> None:
     """The decoder runs ahead of its reader, so tokens in flight still arrive; then it stops."""
     abort = threading.Event()
     tokens = []
-    for token, _ in hf.stream("the answer is", SamplingParams(max_tokens=1000), abort):
+    for token, *_ in hf.stream("the answer is", SamplingParams(max_tokens=1000), abort):
         tokens.append(token)
         if len(tokens) == 3:
             abort.set()

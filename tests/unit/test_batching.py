@@ -48,8 +48,8 @@ def test_concurrent_streams_batch_and_match_decoding_alone(tiny_model: Path) -> 
         thread.join()
     assert 2 <= shared.batcher.largest_batch <= 4  # joined a running batch, capped at 4
     for got, want, config, kv_stats in zip(results, alone, CONFIGS, stats, strict=True):
-        assert [t for t, _ in got] == [t for t, _ in want]
-        assert [lp for _, lp in got] == pytest.approx([lp for _, lp in want], abs=1e-4)
+        assert [t for t, *_ in got] == [t for t, *_ in want]
+        assert [lp for _, lp, _ in got] == pytest.approx([lp for _, lp, _ in want], abs=1e-4)
         assert len(kv_stats) == (config is not None)
 
 

@@ -27,7 +27,7 @@ def run(hf: HFBackend, config: KVConfig, max_tokens: int = 12):
     ids = encode_prompt(hf.tokenizer, PROMPT)
     tokens = [
         t
-        for t, _ in compressed_stream(
+        for t, *_ in compressed_stream(
             hf.hf_model,
             ids,
             max_tokens,
@@ -157,7 +157,7 @@ def decode_alone(hf: HFBackend, ids: list[int], config: KVConfig, max_tokens: in
     eos = hf.tokenizer.eos_token_id
     tokens = [
         t
-        for t, _ in compressed_stream(
+        for t, *_ in compressed_stream(
             hf.hf_model, ids, max_tokens, greedy, config, eos, stats=stats
         )
     ]
@@ -195,7 +195,7 @@ def test_continuous_batching_equals_decoding_alone(hf: HFBackend) -> None:
         if waiting and (event := batch.admit(waiting.pop(0))) is not None:
             produced[id(event[0])].append(event[1])
         widths.append(len(batch.live))
-        for seq, token, _ in batch.step():
+        for seq, token, *_ in batch.step():
             produced[id(seq)].append(token)
     assert max(widths) == len(seqs)  # all five decoded in one batch at some step
     for seq, prompt_ids, config in zip(seqs, ids, configs, strict=True):

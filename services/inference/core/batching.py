@@ -112,8 +112,8 @@ class ContinuousBatcher:
                 for seq in live:
                     self._close(seq, exc)
                 continue
-            for seq, token, logprob in events:
-                self._deliver(seq, (token, logprob))
+            for seq, *step in events:
+                self._deliver(seq, tuple(step))
             for seq in live:
                 if seq.finished:
                     self._close(seq)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from services.common.errors import InvalidInput
 from services.inference.core.budget import CacheGeometry, KVConfig, KVPlan, plan_kv
 from services.inference.core.kv_cache import ACTIVE, BatchedKilnCache, KilnCache
+from services.llm.base import TokenStep
 
 ATTENTION_NAME = "kiln"
 _NO_MASK = torch.zeros(1, 1, 1, 1, dtype=torch.bool)  # a prepared 4-D mask: HF skips masking
@@ -129,7 +130,7 @@ class KVStats:
     tokens_per_layer: list[int]
 
 
-Event = tuple["Sequence", int, float]  # (sequence, token id, its log-prob)
+Event = tuple["Sequence", int, float, tuple]  # (sequence, *TokenStep)
 
 
 class Sequence:
@@ -139,6 +140,7 @@ class Sequence:
     (kv.query_aware False with question_tokens q > 0) prefills and compresses the context
     prompt_ids[:-q] alone, then reads the question through the compressed cache one token per
     step, so the compression cannot know what will be asked (where compression costs most).
+    top_logprobs k > 0: each event also carries the step's k most likely tokens.
     """
 
     def __init__(
@@ -150,6 +152,7 @@ class Sequence:
         geometry: CacheGeometry,
         eos_token_id: int | None,
         abort: threading.Event | None = None,
+        top_logprobs: int = 0,
     ) -> None:
         self.question: list[int] = []
         if not kv.query_aware and kv.question_tokens:
@@ -166,6 +169,7 @@ class Sequence:
         self.choose = choose
         self.eos_token_id = eos_token_id
         self.abort = abort or threading.Event()
+        self.top_logprobs = top_logprobs
         self.cache: KilnCache | None = None
         self.tokens: list[int] = []
         self.next_input = -1
@@ -193,7 +197,11 @@ class Sequence:
         self.finished = (
             token == self.eos_token_id or len(self.tokens) >= self.max_tokens or self.abort.is_set()
         )
-        return self, token, float(logprobs[token])
+        top: tuple[tuple[int, float], ...] = ()
+        if self.top_logprobs:
+            values, ids = logprobs.topk(self.top_logprobs)
+            top = tuple(zip(ids.tolist(), values.tolist(), strict=True))
+        return self, token, float(logprobs[token]), top
 
 
 class DecodeBatch:
@@ -223,9 +231,12 @@ class DecodeBatch:
         kv: KVConfig,
         eos_token_id: int | None,
         abort: threading.Event | None = None,
+        top_logprobs: int = 0,
     ) -> Sequence:
         """A validated, planned sequence for this model (not yet admitted)."""
-        return Sequence(prompt_ids, max_tokens, choose, kv, self.geometry, eos_token_id, abort)
+        return Sequence(
+            prompt_ids, max_tokens, choose, kv, self.geometry, eos_token_id, abort, top_logprobs
+        )
 
     def admit(self, seq: Sequence) -> Event | None:
         """Prefills seq alone, chunk by chunk (exact attention, then prune + quantize per
@@ -289,16 +300,16 @@ def compressed_stream(
     eos_token_id: int | None,
     abort: threading.Event | None = None,
     stats: list[KVStats] | None = None,
-) -> Iterator[tuple[int, float]]:
-    """Yields (token, log-prob) of one sequence decoded alone; appends its KVStats at the end."""
+) -> Iterator[TokenStep]:
+    """Yields the TokenSteps of one sequence decoded alone; appends its KVStats at the end."""
     batch = DecodeBatch(model)
     seq = batch.sequence(prompt_ids, max_tokens, choose, config, eos_token_id, abort)
     try:
         if (event := batch.admit(seq)) is not None:
             yield event[1:]
         while batch.live:
-            for _, token, logprob in batch.step():
-                yield token, logprob
+            for event in batch.step():
+                yield event[1:]
     finally:
         if stats is not None and seq.stats is not None:
             stats.append(seq.stats)
