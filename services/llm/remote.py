@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.common.errors import Unavailable
 from services.llm.base import Completion, Prompt, SamplingParams, TokenScores, validate_prompt
 from services.llm.scripted import render_plain
+
+if TYPE_CHECKING:
+    from services.common.settings import Settings
 
 
 def prompt_fields(prompt: Prompt) -> dict[str, Any]:
@@ -68,11 +71,12 @@ class RemoteBackend:
         client: Any = None,
         kv: Any = None,
         tools: Any = None,
+        settings: Settings | None = None,
     ) -> None:
         from services.common.clients import KilnClient
 
         self.model = model
-        self.client = client or KilnClient("inference", target=target)
+        self.client = client or KilnClient("inference", target=target, settings=settings)
         self.parallelism = parallelism
         self.kv = kv  # optional inference_pb2.KVCompression for every request
         self.tools = tools  # optional inference_pb2.ToolUse: tool-integrated generation

@@ -38,7 +38,9 @@ def backend_factory(
         from services.llm.factory import create_backend
 
         if kind == "remote":
-            return create_backend("remote", model, target=settings.target("inference"))
+            return create_backend(
+                "remote", model, target=settings.target("inference"), settings=settings
+            )
         if kind == "openai":
             if not settings.openai_base_url:
                 raise InvalidInput(f"{where}backend", "openai needs KILN_OPENAI_BASE_URL")
