@@ -10,12 +10,14 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from services.cli.embedded import free_port, spawn, start_redis, start_s3, stop_pid
+from services.common.errors import FailedPrecondition
 from services.common.settings import Settings, get_settings
 
 
@@ -80,8 +82,8 @@ class RunningServer:
     server: object
 
 
-@pytest.fixture
-def grpc_server() -> Iterator[Callable[..., RunningServer]]:
+@contextmanager
+def server_starter() -> Iterator[Callable[..., RunningServer]]:
     """Starts kiln servers in-process (own event loop thread) on free ports; stops them after."""
     from services.common.server import build_server
 
@@ -117,12 +119,20 @@ def grpc_server() -> Iterator[Callable[..., RunningServer]]:
         started.append((running, thread))
         return running
 
-    yield start
-    for running, thread in started:
-        future = asyncio.run_coroutine_threadsafe(running.server.stop(0.5), running.loop)
-        future.result(10)
-        running.loop.call_soon_threadsafe(running.loop.stop)
-        thread.join(10)
+    try:
+        yield start
+    finally:
+        for running, thread in started:
+            future = asyncio.run_coroutine_threadsafe(running.server.stop(0.5), running.loop)
+            future.result(10)
+            running.loop.call_soon_threadsafe(running.loop.stop)
+            thread.join(10)
+
+
+@pytest.fixture
+def grpc_server() -> Iterator[Callable[..., RunningServer]]:
+    with server_starter() as start:
+        yield start
 
 
 @pytest.fixture
@@ -165,4 +175,20 @@ def tiny_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     )
     folder = tmp_path_factory.mktemp("adapters") / "lora"
     model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder `kiln models smollm2` writes (setup.sh makes it), else a fresh conversion."""
+    from services.llm.smollm2 import MODEL_NAME, build_smollm2, is_built
+
+    installed = Settings().effective_models_dir / MODEL_NAME
+    if is_built(installed):
+        return installed
+    folder = tmp_path_factory.mktemp("models") / MODEL_NAME
+    try:
+        build_smollm2(folder)
+    except FailedPrecondition as exc:  # the package is not installed (deploy/dev/setup.sh does)
+        pytest.skip(str(exc))
     return folder

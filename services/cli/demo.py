@@ -539,14 +539,16 @@ def run_demo(
 
     config = config or DemoConfig()
     started = time.perf_counter()
-    with console.status("starting the embedded stack (Redis, S3, 5 servers, 5 workers)..."):
+    with console.status(
+        "starting the embedded stack (Redis, S3, 5 servers, 5 workers, HTTP API)..."
+    ):
         stack = up(home)
     os.environ.update(stack.env())
     get_settings.cache_clear()
     results = [
         StageResult(
             "stack",
-            f"5 servers + 5 workers, Redis, S3 via {stack.s3_kind}",
+            f"5 servers + 5 workers, HTTP API, Redis, S3 via {stack.s3_kind}",
             f"{home}/logs",
             time.perf_counter() - started,
         )

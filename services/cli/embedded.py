@@ -42,6 +42,7 @@ class Stack:
     grpc_ports: dict[str, int]
     procs: list[Proc] = field(default_factory=list)
     metrics_ports: dict[str, int] = field(default_factory=dict)  # Prometheus /metrics
+    http_port: int = 0  # the OpenAI-compatible HTTP API
 
     def env(self) -> dict[str, str]:
         """KILN_* variables pointing a client or a process at this stack."""
@@ -54,6 +55,8 @@ class Stack:
             "KILN_GRPC_HOST": "127.0.0.1",
         }
         env.update({f"KILN_{svc.upper()}_PORT": str(p) for svc, p in self.grpc_ports.items()})
+        if self.http_port:
+            env["KILN_HTTP_PORT"] = str(self.http_port)
         return env
 
 
@@ -174,6 +177,7 @@ def start_s3(port: int, data_dir: Path, log_dir: Path) -> tuple[Proc, subprocess
 
 
 def service_cmd(service: str, role: str) -> list[str]:
+    """role: serve | worker (every service) | openai (inference's HTTP API)."""
     return [sys.executable, "-m", f"services.{service}", role]
 
 
@@ -223,8 +227,8 @@ def up(home: Path, base_port: int = 0) -> Stack:
     """Starts the whole stack (idempotent: a running stack is returned as is).
 
     base_port 0: the servers listen on the configured KILN_<SERVICE>_PORT (50051..50055 by
-    default) and Redis, S3 and the servers' /metrics on free ports; otherwise on base_port,
-    base_port + 1, ...
+    default), the OpenAI-compatible API on KILN_HTTP_PORT (8000), and Redis, S3 and the
+    servers' /metrics on free ports; otherwise on base_port, base_port + 1, ...
     """
     from services.common.settings import get_settings
 
@@ -256,6 +260,7 @@ def up(home: Path, base_port: int = 0) -> Stack:
             {svc: grpc_port(2 + i, svc) for i, svc in enumerate(SERVICES)},
             procs,
             {svc: port(2 + len(SERVICES) + i) for i, svc in enumerate(SERVICES)},
+            base_port + 2 + 2 * len(SERVICES) if base_port else settings.http_port,
         )
         env = stack.env()
         _ensure_bucket(env)
@@ -272,6 +277,11 @@ def up(home: Path, base_port: int = 0) -> Stack:
             popens.append((proc, popen))
             proc, _ = spawn(f"{svc}-worker", service_cmd(svc, "worker"), log_dir, env)
             procs.append(proc)
+        proc, popen = spawn(
+            "inference-openai", service_cmd("inference", "openai"), log_dir, env, stack.http_port
+        )
+        procs.append(proc)
+        popens.append((proc, popen))
         for proc, popen in popens:
             wait_port(proc.port, 60, popen)
         save_stack(stack)

@@ -51,7 +51,8 @@ def up(
         0, help="first of a contiguous port range; 0: servers on KILN_<SERVICE>_PORT"
     ),
 ) -> None:
-    """Start Redis, an S3 endpoint, the five servers and their workers on loopback."""
+    """Start Redis, an S3 endpoint, the five servers and their workers, and the
+    OpenAI-compatible HTTP API on loopback."""
     from services.cli.embedded import up as start
 
     with console.status("starting the embedded stack..."):
@@ -101,6 +102,11 @@ def _print_status() -> None:
             f"http://127.0.0.1:{metrics}/metrics" if metrics else "",
         )
     console.print(table)
+    if stack.http_port:
+        api = procs.get("inference-openai")
+        state = "up" if api and pid_alive(api.pid) else "down"
+        healthy &= state == "up"
+        console.print(f"OpenAI-compatible API: http://127.0.0.1:{stack.http_port}/v1 ({state})")
     if not healthy:
         raise typer.Exit(1)
 

@@ -111,15 +111,8 @@ class _CallDetails(grpc.ClientCallDetails):
     compression: Any
 
 
-def open_channel(
-    target: str,
-    settings: Settings | None = None,
-    token: str | None = None,
-    deadline_s: float | None = None,
-) -> grpc.Channel:
-    """A channel to target with kiln's defaults (TLS when KILN_TLS_CA is set)."""
-    settings = settings or get_settings()
-    options = [
+def _channel_options(settings: Settings) -> list[tuple[str, Any]]:
+    return [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.enable_retries", 1),
@@ -128,15 +121,46 @@ def open_channel(
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.http2.max_pings_without_data", 0),  # a quiet WatchJob still pings
     ]
-    if settings.tls_ca:
-        cert = settings.tls_client_cert.read_bytes() if settings.tls_client_cert else None
-        key = settings.tls_client_key.read_bytes() if settings.tls_client_key else None
-        creds = grpc.ssl_channel_credentials(settings.tls_ca.read_bytes(), key, cert)
+
+
+def _channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """TLS (mTLS with a client certificate) when KILN_TLS_CA is set, else None (insecure)."""
+    if not settings.tls_ca:
+        return None
+    cert = settings.tls_client_cert.read_bytes() if settings.tls_client_cert else None
+    key = settings.tls_client_key.read_bytes() if settings.tls_client_key else None
+    return grpc.ssl_channel_credentials(settings.tls_ca.read_bytes(), key, cert)
+
+
+def open_channel(
+    target: str,
+    settings: Settings | None = None,
+    token: str | None = None,
+    deadline_s: float | None = None,
+) -> grpc.Channel:
+    """A channel to target with kiln's defaults (TLS when KILN_TLS_CA is set)."""
+    settings = settings or get_settings()
+    options = _channel_options(settings)
+    if creds := _channel_credentials(settings):
         channel = grpc.secure_channel(target, creds, options=options)
     else:
         channel = grpc.insecure_channel(target, options=options)
     token = settings.auth_token if token is None else token
     return grpc.intercept_channel(channel, _CallDefaults(token, deadline_s or settings.deadline_s))
+
+
+def open_aio_channel(target: str, settings: Settings) -> grpc.aio.Channel:
+    """An asyncio channel with the same options and TLS as open_channel. Callers pass
+    call_metadata(settings) and their own deadlines (aio channels take no sync interceptors)."""
+    options = _channel_options(settings)
+    if creds := _channel_credentials(settings):
+        return grpc.aio.secure_channel(target, creds, options=options)
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+def call_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The bearer token every kiln RPC but health carries (none when unset)."""
+    return (("authorization", f"Bearer {settings.auth_token}"),) if settings.auth_token else ()
 
 
 class KilnClient:

@@ -20,6 +20,9 @@ def main(service: str, argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, help=f"default: KILN_{service.upper()}_PORT")
     worker = sub.add_parser("worker", help=f"run a Celery worker on the {service!r} queue")
     worker.add_argument("--concurrency", type=int, help="default: KILN_WORKER_CONCURRENCY")
+    if service == "inference":
+        http = sub.add_parser("openai", help="run the OpenAI-compatible HTTP API")
+        http.add_argument("--port", type=int, help="default: KILN_HTTP_PORT")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
 
     settings = get_settings()
@@ -34,6 +37,18 @@ def main(service: str, argv: list[str] | None = None) -> None:
             settings = settings.model_copy(update={f"{service}_port": args.port})
         registrar = importlib.import_module(f"services.{service}.servicer").register
         asyncio.run(run_server(service, registrar, settings))
+    elif args.command == "openai":
+        import uvicorn
+
+        from services.inference.openai_api.app import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=settings.listen_host,
+            port=args.port or settings.http_port,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        )
     else:
         app = importlib.import_module(f"services.{service}.tasks").app
         concurrency = args.concurrency or settings.worker_concurrency

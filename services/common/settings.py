@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(10.0, description="drain time after SIGTERM")
     deadline_s: float = Field(60.0, description="client default deadline per call")
     metrics_port: int = Field(0, description="Prometheus /metrics HTTP port; 0: off")
+    http_port: int = Field(8000, description="port of the OpenAI-compatible HTTP API")
 
     auth_token: str = Field("", description="bearer token every RPC but health must carry")
     tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS")

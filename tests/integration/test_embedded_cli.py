@@ -10,6 +10,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import openai
+
 from services.cli.embedded import free_port, load_stack, pid_alive
 from services.common.settings import SERVICES
 from tests.toolsynth_fixtures import TOOLS
@@ -27,6 +29,7 @@ def readme_client_snippet() -> str:
 def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
     env = {**os.environ, "KILN_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
     env.update({f"KILN_{s.upper()}_PORT": str(free_port()) for s in SERVICES})
+    env["KILN_HTTP_PORT"] = str(free_port())
     for key in ("KILN_REDIS_URL", "KILN_S3_ENDPOINT", "KILN_BUCKET"):
         env.pop(key, None)
 
@@ -42,7 +45,9 @@ def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("SERVING") == 5 and status.stdout.count(" up ") == 5
         stack = load_stack(tmp_path / "home")
-        assert stack is not None and len(stack.procs) == 12
+        assert stack is not None and len(stack.procs) == 13
+        api = f"http://127.0.0.1:{env['KILN_HTTP_PORT']}/v1"
+        assert f"OpenAI-compatible API: {api} (up)" in status.stdout
         metrics_url = f"http://127.0.0.1:{stack.metrics_ports['judge']}/metrics"
         assert metrics_url in status.stdout
         with urllib.request.urlopen(metrics_url, timeout=5) as reply:
@@ -72,6 +77,12 @@ def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
         generated = kiln("generate", "tiny", "the answer is " * 40, "--max-tokens", "40", *kv)
         assert generated.returncode == 0, generated.stdout + generated.stderr
         assert re.search(r"KV h2o 4-bit, [\d,]+ of [\d,]+ bytes", generated.stdout)
+        openai_client = openai.OpenAI(base_url=api, api_key="unused", max_retries=0)
+        completion = openai_client.completions.create(
+            model="tiny", prompt="the answer is", max_tokens=5, temperature=0, logprobs=1
+        )
+        assert completion.model_extra is not None and completion.choices[0].model_extra["kiln"]
+        assert len(completion.choices[0].logprobs.tokens) == completion.usage.completion_tokens
 
         tools = tmp_path / "tools.json"
         tools.write_text(json.dumps([t.to_openai() for t in TOOLS]))
@@ -85,7 +96,7 @@ def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
         assert '"dialogs": 4' in synth.stdout and '"calls": 0' in synth.stdout
     finally:
         down = kiln("down")
-    assert down.returncode == 0 and "stopped 12 processes" in down.stdout
+    assert down.returncode == 0 and "stopped 13 processes" in down.stdout
     assert not any(pid_alive(p.pid) for p in stack.procs), "kiln down left a process behind"
     assert load_stack(tmp_path / "home") is None
     assert kiln("status").returncode == 1
@@ -100,6 +111,7 @@ def test_demo_runs_every_stage_and_commits_its_artifacts(tmp_path: Path) -> None
     home = tmp_path / "home"
     env = {**os.environ, "KILN_HOME": str(home), "COLUMNS": "200"}
     env.update({f"KILN_{s.upper()}_PORT": str(free_port()) for s in SERVICES})
+    env["KILN_HTTP_PORT"] = str(free_port())
     for key in ("KILN_REDIS_URL", "KILN_S3_ENDPOINT", "KILN_BUCKET"):
         env.pop(key, None)
     demo = subprocess.run(

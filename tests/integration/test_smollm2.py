@@ -14,28 +14,11 @@ import pytest
 
 from kiln.inference.v1 import inference_pb2 as pb
 from services.common.clients import KilnClient
-from services.common.errors import FailedPrecondition
 from services.common.settings import Settings
 
 FILLER = (
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 )
-
-
-@pytest.fixture(scope="session")
-def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder `kiln models smollm2` writes (setup.sh makes it), else a fresh conversion."""
-    from services.llm.smollm2 import MODEL_NAME, build_smollm2, is_built
-
-    installed = Settings().effective_models_dir / MODEL_NAME
-    if is_built(installed):
-        return installed
-    folder = tmp_path_factory.mktemp("models") / MODEL_NAME
-    try:
-        build_smollm2(folder)
-    except FailedPrecondition as exc:  # the package is not installed (deploy/dev/setup.sh does)
-        pytest.skip(str(exc))
-    return folder
 
 
 @pytest.fixture

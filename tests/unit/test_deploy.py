@@ -52,7 +52,15 @@ def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
 def test_compose_runs_every_server_and_worker_on_real_redis_and_minio() -> None:
     config = compose("docker-compose.yml")
     services = config["services"]
-    assert set(services) == {"redis", "minio", "minio-init", "flower", *SERVICES, *WORKERS}
+    assert set(services) == {
+        *("redis", "minio", "minio-init", "flower", "inference-openai"),
+        *SERVICES,
+        *WORKERS,
+    }
+    api = services["inference-openai"]
+    assert api["command"] == ["services.inference", "openai"]
+    assert api["ports"][0]["target"] == Settings().http_port
+    assert "/health" in api["healthcheck"]["test"][-1]
     assert services["flower"]["profiles"] == ["monitoring"]  # started only with the profile
     assert services["minio-init"]["entrypoint"][:3] == ["mc", "mb", "--ignore-existing"]
     for s in SERVICES:
@@ -101,7 +109,12 @@ def test_every_overlay_renders_valid_objects(overlay: str) -> None:
             continue
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     deployments = by_kind(objects, "Deployment")
-    assert {*SERVICES, *WORKERS} <= set(deployments)
+    assert {*SERVICES, *WORKERS, "inference-openai"} <= set(deployments)
+    (api,) = deployments["inference-openai"]["spec"]["template"]["spec"]["containers"]
+    assert api["args"] == ["services.inference", "openai"]
+    assert api["ports"] == [{"name": "http", "containerPort": Settings().http_port}]
+    assert api["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert by_kind(objects, "Service")["inference-openai"]["spec"]["ports"][0]["port"] == 8000
     grace = Settings().shutdown_grace_s
     config = by_kind(objects, "ConfigMap")["kiln-config"]["data"]
     assert float(config["KILN_SHUTDOWN_GRACE_S"]) == grace
