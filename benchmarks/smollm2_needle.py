@@ -11,8 +11,9 @@ answer is right when it names the city. Budgets are fractions of the prompt's fu
 cache. The prompt is prefilled once per item and setting family (query-aware: the whole
 prompt; query-agnostic: the context without the question, which is then read through the
 compressed cache): every method's selection is made from the same prefill (the prefill's
-attention is exact, compression only changes what is stored), and all settings of an item
-decode together in one continuous batch.
+attention is exact, compression only changes what is stored), and the settings of an item
+decode together in one continuous batch per budget (the full cache alone), so no sequence's
+attention is padded to a much longer cache. --out keeps the running counts after every item.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--contexts", type=int, nargs="+", default=[1536, 4096])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="JSON of the running counts, after every item")
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -156,6 +158,7 @@ def main() -> None:
     rows = (ROOT / "data" / "math" / "gsm8k_train.jsonl").read_text().splitlines()
     questions = [json.loads(r)["question"] for r in rows]
     console = Console()
+    progress: dict[str, dict] = {}
     for context in args.contexts:
         rng = random.Random(args.seed)
         right: dict[str, int] = {}
@@ -183,12 +186,26 @@ def main() -> None:
                     configs.append(KVConfig())
                 if not aware:  # the question is read through the compressed cache
                     configs = [replace(c, question_tokens=question_tokens) for c in configs]
-                answers = decode_all(batch, ids, captured, logits, configs, tokenizer.eos_token_id)
-                for config, tokens in answers.items():
-                    key = label(config, budget_unit)
-                    right[key] = right.get(key, 0) + (city in tokenizer.decode(tokens))
+                for group in by_budget(configs):
+                    answers = decode_all(
+                        batch, ids, captured, logits, group, tokenizer.eos_token_id
+                    )
+                    for config, tokens in answers.items():
+                        key = label(config, budget_unit)
+                        right[key] = right.get(key, 0) + (city in tokenizer.decode(tokens))
             console.print(f"context {context}: item {index + 1}/{args.items}", end="\r")
+            if args.out:
+                progress[str(context)] = {"items": index + 1, "right": right}
+                args.out.write_text(json.dumps(progress, indent=1))
         print_table(console, context, args.items, right)
+
+
+def by_budget(configs: list[KVConfig]) -> list[list[KVConfig]]:
+    """configs grouped by budget, in order of first appearance."""
+    groups: dict[float, list[KVConfig]] = {}
+    for config in configs:
+        groups.setdefault(config.budget_fp16_tokens, []).append(config)
+    return list(groups.values())
 
 
 def label(config: KVConfig, unit: int) -> str:
