@@ -18,7 +18,7 @@ from services.common.jobs import JobManager
 from services.common.jobs_servicer import job_to_pb, ref_from_pb
 from services.common.objectstore import validate_name
 from services.common.settings import Settings
-from services.toolsynth.core.grader import CATEGORIES, grade, parse_calls
+from services.toolsynth.core.grader import CATEGORIES, grade, grade_text, kind_of, parse_calls
 from services.toolsynth.core.service import SynthesisSpec
 
 
@@ -68,12 +68,16 @@ class ToolSynthServicer(toolsynth_pb2_grpc.ToolSynthServicer):
             raise InvalidInput("category", f"must be one of {', '.join(CATEGORIES)}")
         functions = _json_list(request.functions_json, "functions_json")
         answers = _json_list(request.answer_json or "[]", "answer_json")
-        if request.category != "irrelevance" and not answers:
+        detects_relevance = kind_of(request.category) in ("irrelevance", "relevance")
+        if not detects_relevance and not answers:
             raise InvalidInput("answer_json", "the possible answer is required")
         for i, answer in enumerate(answers):
             if len(answer) != 1 or not isinstance(next(iter(answer.values())), dict):
                 raise InvalidInput(f"answer_json[{i}]", "must be {name: {param: [values]}}")
-        result = grade(functions, parse_calls(request.calls), answers, request.category)
+        if detects_relevance:  # a text answer is an answer here: no call made
+            result = grade_text(functions, request.calls, answers, request.category)
+        else:
+            result = grade(functions, parse_calls(request.calls), answers, request.category)
         return pb.VerifyResponse(valid=result.valid, errors=result.errors, detail=result.detail)
 
 

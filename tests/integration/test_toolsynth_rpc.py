@@ -60,12 +60,25 @@ def client(grpc_server, kiln_env: Settings):
     ],
 )
 def test_verify(client, calls, valid, errors) -> None:
-    reply = client.stub.Verify(
-        pb.VerifyRequest(
-            functions_json=FUNCTIONS, answer_json=ANSWER, calls=calls, category="simple"
+    for category in ("simple", "live_simple"):  # a live category grades as its non-live one
+        reply = client.stub.Verify(
+            pb.VerifyRequest(
+                functions_json=FUNCTIONS, answer_json=ANSWER, calls=calls, category=category
+            )
         )
-    )
-    assert reply.valid == valid and list(reply.errors) == errors
+        assert reply.valid == valid and list(reply.errors) == errors
+
+
+def test_verify_takes_a_text_answer_on_irrelevance_and_relevance(client) -> None:
+    refusal = "I cannot compute that with the functions I have."
+    for category, calls, valid in [
+        ("irrelevance", refusal, True),
+        ("live_irrelevance", "[calculate_triangle_area(base=1, height=2)]", False),
+        ("live_relevance", refusal, False),
+        ("live_relevance", "[calculate_triangle_area(base=1, height=2)]", True),
+    ]:
+        request = pb.VerifyRequest(functions_json=FUNCTIONS, calls=calls, category=category)
+        assert client.stub.Verify(request).valid == valid, category
 
 
 @pytest.mark.parametrize(
