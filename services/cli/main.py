@@ -681,8 +681,11 @@ def judge_parse(
     fmt: str = typer.Option(
         ..., "--format", help="mtbench | arena_hard | llmbar | json | pointwise"
     ),
+    explain: bool = typer.Option(
+        False, "--explain", help="also show which rule chose each verdict (final, opening, ...)"
+    ),
 ) -> None:
-    """Read verdicts from judge outputs; unparseable outputs are listed and counted."""
+    """Read the verdict each judge output states; unparseable outputs are listed and counted."""
     import json
     from collections import Counter
 
@@ -700,13 +703,14 @@ def judge_parse(
         ]
     else:
         texts = [raw]
-    table = Table("#", "winner", "strength", "score", "matched")
+    table = Table("#", "winner", "strength", "score", "matched", *(["rule"] if explain else []))
     counts: Counter[str] = Counter()
     for i, text in enumerate(texts):
         verdict = parse(text, fmt)
         counts[verdict.winner.value] += 1
         score = "" if verdict.score is None else f"{verdict.score:g}"
-        table.add_row(str(i), verdict.winner.value, str(verdict.strength), score, verdict.matched)
+        row = [str(i), verdict.winner.value, str(verdict.strength), score, verdict.matched]
+        table.add_row(*row, *([verdict.rule] if explain else []))
     console.print(table)
     console.print(", ".join(f"{name}: {n}" for name, n in sorted(counts.items())))
 
