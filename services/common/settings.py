@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     vllm_kv_cache_bytes: int = Field(
         1 << 30, gt=0, description="KV memory a vllm-engine model reserves (CPU RAM or GPU memory)"
     )
+    train_devices: int = Field(
+        1, ge=1, le=64, description="processes of a training run when the request sets none"
+    )
     torch_threads: int = Field(
         0,
         ge=0,

@@ -26,10 +26,12 @@ def train(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     from services.common.models import fetch_source
     from services.trainer.core.runs import run_fingerprint, run_training
     from services.trainer.core.training import TrainConfig
+    from services.trainer.ranks import helper_ranks
 
     settings = get_settings()
     config_values = dict(payload["config"])
     objective = config_values.pop("objective")
+    config_values.setdefault("world_size", settings.train_devices)
     config = TrainConfig.from_hyperparameters(objective, config_values)
     rows = [
         row
@@ -43,17 +45,20 @@ def train(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     def on_step(result: Any, total: int) -> None:
         ctx.report(result.step, total, f"step {result.step}/{total}", result.report())
 
-    outcome = run_training(
-        ctx.objects,
-        payload["run_name"],
-        base_source,
-        base_folder,
-        rows,
-        config,
-        fingerprint,
-        settings.effective_cache_dir,
-        on_step,
-    )
+    work_dir = settings.effective_cache_dir / "ranks" / ctx.job_id
+    with helper_ranks(config, base_folder, rows, work_dir) as join_group:
+        outcome = run_training(
+            ctx.objects,
+            payload["run_name"],
+            base_source,
+            base_folder,
+            rows,
+            config,
+            fingerprint,
+            settings.effective_cache_dir,
+            on_step,
+            join_group,
+        )
     metrics = ctx.objects.put_jsonl(ctx.output_key("metrics.jsonl"), outcome.history)
     summary = outcome.summary()
     manifest = ctx.objects.commit(ctx.run_prefix, [metrics], {"kind": "train", **summary})

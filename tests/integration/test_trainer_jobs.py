@@ -245,6 +245,9 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(
 def slow_redelivery(kiln_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("KILN_TASK_TIME_LIMIT_S", "180")  # 300 steps, twice on a busy machine
     monkeypatch.setenv("KILN_VISIBILITY_TIMEOUT_S", "20")
+    # one torch thread: two spinning OpenMP threads beside any other busy process make these
+    # tiny steps 20x slower
+    monkeypatch.setenv("KILN_TORCH_THREADS", "1")
     get_settings.cache_clear()
     return get_settings()
 
@@ -369,3 +372,68 @@ def test_prepare_data_through_inference_and_the_cli(
     )
     assert outcome.exit_code == 0, outcome.output
     assert "checkpoints/cli-bmc/2" in outcome.output
+
+
+def test_two_process_run_resumes_and_its_job_matches(
+    grpc_server, worker, kiln_env: Settings, tiny_model: Path
+) -> None:
+    """A 2-process gloo run (rank 0 here, rank 1 a `services.trainer.ranks` subprocess) crashed
+    after its step-2 checkpoint and resumed ends where the uninterrupted run ends, and the
+    same run submitted as a job (world_size=2 on the worker) writes the same adapter."""
+    from services.trainer.ranks import helper_ranks
+
+    store = ObjectStore(kiln_env)
+    values = {"max_steps": 4, "batch_size": 2, "save_every": 2, "learning_rate": 3e-3}
+    values |= {"world_size": 2, "flat_lora_sigma": 0.1, "packing": True, "max_length": 128}
+    config = TrainConfig.from_hyperparameters("sft", values)
+    fingerprint = run_fingerprint(config, str(tiny_model), ["d"])
+
+    def train(run: str, crash_at: int | None = None) -> None:
+        def on_step(result, total) -> None:
+            if result.step == crash_at:
+                raise RuntimeError("worker lost")
+
+        work = kiln_env.effective_cache_dir / "ranks" / run
+        with helper_ranks(config, tiny_model, SFT_ROWS, work) as join_group:
+            run_training(
+                store,
+                run,
+                str(tiny_model),
+                tiny_model,
+                SFT_ROWS,
+                config,
+                fingerprint,
+                kiln_env.effective_cache_dir,
+                on_step,
+                join_group,
+            )
+
+    train("ddp-straight")
+    with pytest.raises(RuntimeError):
+        train("ddp-crashy", crash_at=3)
+    assert [c.step for c in list_checkpoints(store, "ddp-crashy")] == [2]
+    train("ddp-crashy")
+    straight = adapter_tensors(store, "checkpoints/ddp-straight/4")
+    resumed = adapter_tensors(store, "checkpoints/ddp-crashy/4")
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], atol=1e-6, rtol=1e-5)
+
+    trainer = grpc_server("trainer", kiln_env)
+    worker("trainer")
+    data = upload(store, "datasets/count/ddp/data.jsonl", SFT_ROWS)
+    with KilnClient("trainer", target=trainer.target, settings=kiln_env) as client:
+        job = client.stub.SubmitTraining(
+            pb.TrainingRequest(
+                request_id="ddp-job",
+                run_name="ddp-job",
+                objective="sft",
+                base_model=str(tiny_model),
+                datasets=[data],
+                hyperparameters=struct(values),
+            )
+        )
+        seen = watch(client, job.id, timeout=300)
+    assert seen[-1].progress.metrics["peak_memory_mb"] > 0
+    from_job = adapter_tensors(store, "checkpoints/ddp-job/4")
+    for name in straight:
+        torch.testing.assert_close(from_job[name], straight[name], atol=1e-6, rtol=1e-5)

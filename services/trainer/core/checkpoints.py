@@ -85,10 +85,14 @@ def save_checkpoint(
 
 def restore_checkpoint(store: ObjectStore, prefix: str, model: Any, cache_dir: Path) -> dict:
     """Loads the adapter weights into model; returns the trainer state (optimizer included)."""
+    return load_checkpoint_folder(store.download_prefix(prefix, cache_dir / prefix), model)
+
+
+def load_checkpoint_folder(folder: Path, model: Any) -> dict:
+    """restore_checkpoint from a checkpoint already downloaded to folder."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    folder = store.download_prefix(prefix, cache_dir / prefix)
     set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
     state = json.loads((folder / "trainer_state.json").read_text())
     state["optimizer"] = torch.load(folder / "optimizer.pt", weights_only=True)

@@ -45,6 +45,11 @@ class SFTExample:
     input_ids: list[int]
     completion_start: int  # tokens from here on are trained on
 
+    @property
+    def targets(self) -> int:
+        """Tokens the loss predicts (never the first: nothing precedes it)."""
+        return len(self.input_ids) - max(self.completion_start, 1)
+
 
 @dataclass(frozen=True)
 class PairExample:
@@ -126,6 +131,50 @@ def collate_sft(examples: Sequence[SFTExample], pad_id: int) -> dict[str, torch.
     return pad_batch(
         [e.input_ids for e in examples], [e.completion_start for e in examples], pad_id
     )
+
+
+def pack_examples(examples: Sequence[SFTExample], max_length: int) -> list[list[SFTExample]]:
+    """Rows of whole examples, at most max_length tokens each (first fit, in order)."""
+    rows: list[list[SFTExample]] = []
+    room: list[int] = []
+    for example in examples:
+        size = len(example.input_ids)
+        row = next((i for i, free in enumerate(room) if free >= size), None)
+        if row is None:
+            rows.append([example])
+            room.append(max_length - size)
+        else:
+            rows[row].append(example)
+            room[row] -= size
+    return rows
+
+
+def collate_packed(rows: Sequence[Sequence[SFTExample]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Packed rows [B, T]: input_ids, position_ids restarting at 0 for every example (and for
+    the padding, a segment of its own), attention_mask (1 on real tokens, for counting) and
+    completion_mask (never on an example's first token). Without a 2-D mask, transformers
+    reads the segments from position_ids and keeps attention within each (causal)."""
+    width = max(sum(len(e.input_ids) for e in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    completion = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        offset = 0
+        for example in row:
+            size = len(example.input_ids)
+            ids[i, offset : offset + size] = torch.tensor(example.input_ids)
+            positions[i, offset : offset + size] = torch.arange(size)
+            attention[i, offset : offset + size] = 1
+            completion[i, offset + max(example.completion_start, 1) : offset + size] = 1
+            offset += size
+        positions[i, offset:] = torch.arange(width - offset)
+    return {
+        "input_ids": ids,
+        "attention_mask": attention,
+        "completion_mask": completion,
+        "position_ids": positions,
+    }
 
 
 def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:

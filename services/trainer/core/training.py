@@ -5,6 +5,15 @@ ends where an uninterrupted run ends: the data order is a seeded permutation per
 learning rate is a function of the step, dropout is seeded per step, Flat-LoRA's noise is
 seeded per (step, layer), and the optimizer state is saved with the adapter.
 
+A step's global batch of batch_size x gradient_accumulation_steps x world_size examples is
+sorted by length (length-grouped batching) and cut into micro-batches of batch_size (with
+packing, SFT examples are first packed into rows of at most max_length tokens, attention kept
+within each example and positions restarting per example). Each process (rank) of a
+distributed run takes every world_size-th micro-batch; every micro-batch loss is normalized by
+the whole global batch (its target tokens for SFT, its pairs for the DPO family), so the
+summed gradients, all-reduced across ranks, are the gradients of one large batch: the same
+update whatever the accumulation, packing or number of processes.
+
 Objectives:
 - sft: mean token NLL of the completions.
 - dpo: sigmoid DPO (core.dpo), reference = the base model (adapters disabled).
@@ -26,13 +35,16 @@ import torch
 
 from services.common.configs import config_from_dict
 from services.common.errors import InvalidInput
+from services.trainer.core import distributed
 from services.trainer.core.bmc import BMCConfig, token_weights
 from services.trainer.core.data import (
     PairExample,
     SFTExample,
+    collate_packed,
     collate_pairs,
     collate_sft,
     diff_token_mask,
+    pack_examples,
 )
 from services.trainer.core.dpo import DPOConfig, dpo_loss, weighted_logps
 from services.trainer.core.flat_lora import FlatLoRA, FlatLoRAConfig
@@ -66,6 +78,16 @@ class TrainConfig:
     bmc_delta: float = 3.0
     bmc_confidence: str = "policy"
     nll_alpha: float = 0.0  # RISE's NLL term
+    gradient_accumulation_steps: int = 1
+    world_size: int = 1  # processes of a distributed run (one per device; gloo on CPU)
+    packing: bool = False  # SFT: several examples per row
+    mixed_precision: str = "no"  # no | bf16 (autocast)
+    gradient_checkpointing: bool = False
+
+    @property
+    def global_batch(self) -> int:
+        """Examples per optimizer step, over accumulation and processes."""
+        return self.batch_size * self.gradient_accumulation_steps * self.world_size
 
     @property
     def preference(self) -> bool:
@@ -123,6 +145,14 @@ class TrainConfig:
                 "must be policy or reference",
             ),
             ("nll_alpha", self.nll_alpha >= 0, "must be >= 0"),
+            (
+                "gradient_accumulation_steps",
+                1 <= self.gradient_accumulation_steps <= 1024,
+                "must be in 1..1024",
+            ),
+            ("world_size", 1 <= self.world_size <= 64, "must be in 1..64"),
+            ("packing", not (self.packing and self.preference), "applies to sft only"),
+            ("mixed_precision", self.mixed_precision in ("no", "bf16"), "must be no or bf16"),
         ]
         for name, ok, reason in checks:
             if not ok:
@@ -138,15 +168,34 @@ def learning_rate_at(step: int, total: int, config: TrainConfig) -> float:
 
 
 def batch_indices(n: int, step: int, config: TrainConfig) -> list[int]:
-    """The examples of a step: a seeded permutation per epoch, cut into batches."""
-    per_epoch = math.ceil(n / config.batch_size)
+    """The examples of a step: a seeded permutation per epoch, cut into global batches."""
+    size = config.global_batch
+    per_epoch = math.ceil(n / size)
     epoch, offset = divmod(step, per_epoch)
     order = np.random.default_rng(config.seed + epoch).permutation(n)
-    return [int(i) for i in order[offset * config.batch_size : (offset + 1) * config.batch_size]]
+    return [int(i) for i in order[offset * size : (offset + 1) * size]]
 
 
 def total_steps(n: int, config: TrainConfig) -> int:
-    return config.max_steps or config.epochs * math.ceil(n / config.batch_size)
+    return config.max_steps or config.epochs * math.ceil(n / config.global_batch)
+
+
+def micro_batches(
+    examples: Sequence[SFTExample] | Sequence[PairExample], config: TrainConfig
+) -> list[list[Any]]:
+    """A global batch sorted by length and cut into micro-batches of batch_size examples (or,
+    with packing, of batch_size packed rows, each row a list of examples)."""
+    ordered = sorted(examples, key=_length)
+    if config.packing:
+        ordered = pack_examples(ordered, config.max_length)  # type: ignore[arg-type]
+    size = config.batch_size
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def _length(example: SFTExample | PairExample) -> int:
+    if isinstance(example, SFTExample):
+        return len(example.input_ids)
+    return len(example.prompt_ids) + max(len(example.chosen_ids), len(example.rejected_ids))
 
 
 def load_policy(base: Path, config: TrainConfig) -> Any:
@@ -156,6 +205,8 @@ def load_policy(base: Path, config: TrainConfig) -> Any:
 
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -188,7 +239,10 @@ class StepResult:
 
 
 class Trainer:
-    """Trains `model` (a PEFT model) on tokenized examples, one deterministic step at a time."""
+    """Trains `model` (a PEFT model) on tokenized examples, one deterministic step at a time.
+
+    rank: this process's place in a distributed run of config.world_size processes (whose
+    torch.distributed group is initialized by the caller)."""
 
     def __init__(
         self,
@@ -196,6 +250,7 @@ class Trainer:
         tokenizer: Any,
         examples: Sequence[SFTExample] | Sequence[PairExample],
         config: TrainConfig,
+        rank: int = 0,
     ) -> None:
         if not examples:
             raise InvalidInput("datasets", "no training examples")
@@ -203,6 +258,8 @@ class Trainer:
         self.tokenizer = tokenizer
         self.examples = examples
         self.config = config
+        self.rank = rank
+        self.device = next(model.parameters()).device
         self.total = total_steps(len(examples), config)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.trainable = [p for p in model.parameters() if p.requires_grad]
@@ -241,12 +298,28 @@ class Trainer:
         lr = learning_rate_at(step, self.total, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch_examples = [self.examples[i] for i in batch_indices(len(self.examples), step, config)]
-        if config.preference:
-            loss, tokens, metrics = self.preference_loss(batch_examples)  # type: ignore[arg-type]
-        else:
-            loss, tokens, metrics = self.sft_loss(batch_examples)  # type: ignore[arg-type]
-        loss.backward()
+        batch = [self.examples[i] for i in batch_indices(len(self.examples), step, config)]
+        # the DPO family averages over pairs, SFT over target tokens
+        scale = len(batch) if config.preference else sum(e.targets for e in batch)  # type: ignore[union-attr]
+        loss, tokens, metrics = 0.0, 0, {}
+        for micro in micro_batches(batch, config)[self.rank :: config.world_size]:
+            with torch.autocast(
+                self.device.type, torch.bfloat16, enabled=config.mixed_precision == "bf16"
+            ):
+                if config.preference:
+                    part, count, found = self.preference_loss(micro, scale)
+                else:
+                    part, count, found = self.sft_loss(micro, scale)
+            part.backward()
+            loss, tokens = loss + part.item(), tokens + count
+            for name, value in found.items():
+                metrics[name] = metrics.get(name, 0.0) + value
+        if config.world_size > 1:
+            distributed.sum_gradients(self.trainable)
+            names = sorted(metrics)
+            totals = distributed.sum_values([loss, float(tokens), *(metrics[n] for n in names)])
+            loss, tokens = totals[0], int(totals[1])
+            metrics = dict(zip(names, totals[2:], strict=True))
         if config.max_grad_norm:
             metrics["grad_norm"] = float(
                 torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
@@ -254,16 +327,26 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return StepResult(step + 1, loss.item(), lr, tokens, time.perf_counter() - started, metrics)
+        metrics["peak_memory_mb"] = distributed.peak_memory_mb(self.device)
+        return StepResult(step + 1, loss, lr, tokens, time.perf_counter() - started, metrics)
 
-    def sft_loss(self, examples: Sequence[SFTExample]) -> tuple[torch.Tensor, int, dict]:
-        batch = collate_sft(examples, self.pad_id)
+    def sft_loss(self, micro: Sequence[Any], scale: int) -> tuple[torch.Tensor, int, dict]:
+        """The micro-batch's summed completion NLL over `scale`, the global batch's target
+        tokens (micro: examples, or packed rows of examples)."""
+        if self.config.packing:
+            batch = collate_packed(micro, self.pad_id)
+        else:
+            batch = collate_sft(micro, self.pad_id)
         logps = token_logps(self.model, **batch)
-        targets = batch["completion_mask"][:, 1:].sum()
-        return -logps.sum() / targets.clamp(min=1), int(batch["attention_mask"].sum()), {}
+        return -logps.sum() / max(scale, 1), int(batch["attention_mask"].sum()), {}
 
-    def preference_loss(self, examples: Sequence[PairExample]) -> tuple[torch.Tensor, int, dict]:
+    def preference_loss(
+        self, examples: Sequence[PairExample], scale: int
+    ) -> tuple[torch.Tensor, int, dict]:
+        """The micro-batch's share of the global batch's mean loss: its mean times its pairs
+        over `scale` (the global batch's pairs); metrics weighted the same way."""
         config = self.config
+        share = len(examples) / scale
         batch = collate_pairs(examples, self.pad_id)
         completion = batch["completion_mask"][:, 1:].float()
         policy = token_logps(self.model, **batch)
@@ -294,4 +377,5 @@ class Trainer:
             nll = (-policy[:half].sum(-1) / lengths).mean()
             loss = loss + config.nll_alpha * nll
             metrics["nll"] = nll.item()
-        return loss, int(batch["attention_mask"].sum()), metrics
+        weighted = {name: value * share for name, value in metrics.items()}
+        return loss * share, int(batch["attention_mask"].sum()), weighted
