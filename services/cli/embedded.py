@@ -43,6 +43,7 @@ class Stack:
     procs: list[Proc] = field(default_factory=list)
     metrics_ports: dict[str, int] = field(default_factory=dict)  # Prometheus /metrics
     http_port: int = 0  # the OpenAI-compatible HTTP API
+    auth_token: str = ""  # the servers' KILN_AUTH_TOKEN, so `kiln env` can hand it on
 
     def env(self) -> dict[str, str]:
         """KILN_* variables pointing a client or a process at this stack."""
@@ -57,6 +58,8 @@ class Stack:
         env.update({f"KILN_{svc.upper()}_PORT": str(p) for svc, p in self.grpc_ports.items()})
         if self.http_port:
             env["KILN_HTTP_PORT"] = str(self.http_port)
+        if self.auth_token:
+            env["KILN_AUTH_TOKEN"] = self.auth_token
         return env
 
 
@@ -77,6 +80,7 @@ def save_stack(stack: Stack) -> None:
     path = state_file(Path(stack.home))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)  # it may hold the auth token
     tmp.write_text(json.dumps(asdict(stack), indent=2))
     tmp.replace(path)
 
@@ -261,6 +265,7 @@ def up(home: Path, base_port: int = 0) -> Stack:
             procs,
             {svc: port(2 + len(SERVICES) + i) for i, svc in enumerate(SERVICES)},
             base_port + 2 + 2 * len(SERVICES) if base_port else settings.http_port,
+            auth_token=settings.auth_token,
         )
         env = stack.env()
         _ensure_bucket(env)

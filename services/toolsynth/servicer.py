@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from kiln.toolsynth.v1 import toolsynth_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
 from services.common.jobs_servicer import job_to_pb, ref_from_pb
+from services.common.json_input import load_json
 from services.common.objectstore import validate_name
 from services.common.settings import Settings
 from services.toolsynth.core.grader import CATEGORIES, grade, grade_text, kind_of, parse_calls
@@ -23,10 +23,7 @@ from services.toolsynth.core.service import SynthesisSpec
 
 
 def _json_list(text: str, field: str) -> list[Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(field, f"not JSON: {exc}") from exc
+    value = load_json(text, field)
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise InvalidInput(field, "must be a JSON list of objects")
     return value

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import openai
 
-from services.cli.embedded import free_port, load_stack, pid_alive
+from services.cli.embedded import free_port, load_stack, pid_alive, state_file
 from services.common.settings import SERVICES
 from tests.toolsynth_fixtures import TOOLS
 
@@ -30,6 +30,7 @@ def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
     env = {**os.environ, "KILN_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
     env.update({f"KILN_{s.upper()}_PORT": str(free_port()) for s in SERVICES})
     env["KILN_HTTP_PORT"] = str(free_port())
+    env["KILN_AUTH_TOKEN"] = "stack-token"
     for key in ("KILN_REDIS_URL", "KILN_S3_ENDPOINT", "KILN_BUCKET"):
         env.pop(key, None)
 
@@ -55,6 +56,9 @@ def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
         health = 'method="/grpc.health.v1.Health/Check",service="judge"'
         assert f'kiln_rpc_requests_total{{code="OK",{health}}}' in metrics
         assert 'kiln_queue_depth{service="judge"} 0.0' in metrics
+        exported = kiln("env")  # a new shell's `eval "$(kiln env)"` carries the token
+        assert "export KILN_AUTH_TOKEN=stack-token" in exported.stdout
+        assert oct(state_file(tmp_path / "home").stat().st_mode & 0o777) == "0o600"
         snippet_env = {**env, **stack.env()}
         run = subprocess.run(
             [sys.executable, "-c", readme_client_snippet()],
@@ -77,7 +81,7 @@ def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
         generated = kiln("generate", "tiny", "the answer is " * 40, "--max-tokens", "40", *kv)
         assert generated.returncode == 0, generated.stdout + generated.stderr
         assert re.search(r"KV h2o 4-bit, [\d,]+ of [\d,]+ bytes", generated.stdout)
-        openai_client = openai.OpenAI(base_url=api, api_key="unused", max_retries=0)
+        openai_client = openai.OpenAI(base_url=api, api_key="stack-token", max_retries=0)
         completion = openai_client.completions.create(
             model="tiny", prompt="the answer is", max_tokens=5, temperature=0, logprobs=1
         )

@@ -314,9 +314,12 @@ def parse_calls(text: str, where: str = "calls") -> list[ToolCall]:
     if not stripped:
         return []
     try:
-        return from_bfcl(json.loads(stripped), where)
+        decoded = json.loads(stripped)
     except json.JSONDecodeError:
         return parse_python_calls(stripped, where)
+    except RecursionError:
+        raise InvalidInput(where, "JSON nested too deeply") from None
+    return from_bfcl(decoded, where)
 
 
 @dataclass

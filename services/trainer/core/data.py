@@ -12,7 +12,6 @@ keep the end of the prompt and the start of the completion.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,21 +19,26 @@ from typing import Any
 import torch
 
 from services.common.errors import InvalidInput
+from services.common.json_input import load_json
 from services.llm.base import Prompt, validate_prompt
 from services.llm.tokens import encode_continuation, encode_prompt
 from services.trainer.core.bmc import diff_masks
 
 
 def read_rows(data: bytes, field: str) -> list[dict[str, Any]]:
+    """Rows of JSON Lines or of one JSON list; an error names the line it is on."""
     try:
         text = data.decode()
-        stripped = text.lstrip()
-        if stripped.startswith("["):
-            rows = json.loads(stripped)
-        else:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(field, f"not JSON Lines or a JSON list: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(field, f"not UTF-8 text: {exc}") from None
+    if text.lstrip().startswith("["):
+        rows = load_json(text, field)
+    else:
+        rows = [
+            load_json(line, f"{field}[line {number}]")
+            for number, line in enumerate(text.splitlines(), 1)
+            if line.strip()
+        ]
     if not rows or not all(isinstance(r, dict) for r in rows):
         raise InvalidInput(field, "needs at least one row, each a JSON object")
     return rows
