@@ -9,6 +9,7 @@ an InvalidInput naming `<where>.<name>`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, TypeVar
 
 from services.common.errors import InvalidInput
@@ -35,8 +36,8 @@ def _coerce(default: Any, value: Any, where: str) -> Any:
             raise InvalidInput(where, "must be an integer")
         return int(value)
     if isinstance(default, float):
-        if not number:
-            raise InvalidInput(where, "must be a number")
+        if not number or not math.isfinite(value):
+            raise InvalidInput(where, "must be a finite number")
         return float(value)
     if isinstance(default, tuple):
         numeric = bool(default) and isinstance(default[0], float)

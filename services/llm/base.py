@@ -164,10 +164,14 @@ def validate_prompt(prompt: Prompt, field_name: str = "prompt") -> Prompt:
     if isinstance(prompt, str):
         _check_size(len(prompt.encode("utf-8", "surrogatepass")), field_name)
         return prompt
+    if not isinstance(prompt, list | tuple):
+        raise InvalidInput(field_name, "must be text or a list of chat messages")
     if not prompt:
         raise InvalidInput(field_name, "messages must not be empty")
     size = 0
     for i, message in enumerate(prompt):
+        if not isinstance(message, dict):
+            raise InvalidInput(f"{field_name}[{i}]", "must be an object with role and content")
         if message.get("role") not in ROLES:
             raise InvalidInput(f"{field_name}[{i}].role", f"must be one of {sorted(ROLES)}")
         if not isinstance(message.get("content"), str):

@@ -4,6 +4,7 @@ again on the worker) into the method configs; transport-free."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -67,8 +68,8 @@ class SynthesisSpec:
         for name, share in self.dialog_mix.items():
             if name not in DIALOG_TYPES:
                 raise InvalidInput(f"dialog_mix.{name}", f"must be one of {DIALOG_TYPES}")
-            if share < 0:
-                raise InvalidInput(f"dialog_mix.{name}", "must be >= 0")
+            if not 0 <= share < math.inf:  # NaN fails too
+                raise InvalidInput(f"dialog_mix.{name}", "must be a finite number >= 0")
         if self.dialog_mix and sum(self.dialog_mix.values()) <= 0:
             raise InvalidInput("dialog_mix", "the shares must not all be 0")
         if self.backend not in BACKENDS:

@@ -1,0 +1,76 @@
+"""Bad input is the caller's field error, named, never INTERNAL: malformed or deeply nested
+JSON, wrong types in dataset rows, non-finite hyperparameters."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.errors import InvalidInput
+from services.common.json_input import load_json
+from services.toolsynth.core.grader import parse_calls
+from services.trainer.core.data import read_rows
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_deep_json_is_a_field_error() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load_json(DEEP, "functions_json")
+    assert (caught.value.field, caught.value.reason) == ("functions_json", "JSON nested too deeply")
+    with pytest.raises(InvalidInput) as caught:
+        parse_calls(DEEP)
+    assert caught.value.field == "calls"
+
+
+def test_a_bad_dataset_line_is_named_by_its_number() -> None:
+    data = b'{"prompt": "a", "completion": "b"}\n{"prompt": "c", "compl\n'
+    with pytest.raises(InvalidInput) as caught:
+        read_rows(data, "datasets[0]")
+    assert caught.value.field == "datasets[0][line 2]"
+    with pytest.raises(InvalidInput) as caught:
+        read_rows(b"\xff\xfe", "datasets[0]")
+    assert "not UTF-8" in caught.value.reason
+    with pytest.raises(InvalidInput, match="each a JSON object"):
+        read_rows(b"[1, 2]", "datasets[0]")
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({"prompt": 5, "completion": ["x"]}, "must be text or a list of chat messages"),
+        ({"prompt": [5], "completion": "x"}, "must be an object with role and content"),
+        ({"prompt": "a", "completion": ["x"]}, "'completion' must be a non-empty string"),
+    ],
+)
+def test_wrong_types_in_a_training_row_name_the_row(row: dict, reason: str) -> None:
+    from services.trainer.core.data import sft_example
+
+    with pytest.raises(InvalidInput) as caught:
+        sft_example(None, row, 64, "datasets[row 3]")
+    assert (caught.value.field, caught.value.reason) == ("datasets[row 3]", reason)
+
+
+@pytest.mark.parametrize("name", ["learning_rate", "max_grad_norm", "flat_lora_sigma", "beta"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_hyperparameters_are_refused(name: str, value: float) -> None:
+    from services.trainer.core.training import TrainConfig
+
+    with pytest.raises(InvalidInput) as caught:
+        TrainConfig.from_hyperparameters("sft", {name: value})
+    assert caught.value.field == f"hyperparameters.{name}"
+
+
+def test_non_finite_numbers_in_any_method_config_are_refused() -> None:
+    from services.common.configs import config_from_dict
+    from services.toolsynth.core.service import SynthesisSpec
+    from services.toolsynth.core.synthesis import SynthesisConfig
+
+    with pytest.raises(InvalidInput) as caught:
+        config_from_dict(SynthesisConfig, {"tau": float("nan")}, "sets.synthesis")
+    assert (caught.value.field, caught.value.reason) == (
+        "sets.synthesis.tau",
+        "must be a finite number",
+    )
+    with pytest.raises(InvalidInput) as caught:
+        SynthesisSpec(count=2, dialog_mix={"single": float("nan")}).validate()
+    assert caught.value.field == "dialog_mix.single"
