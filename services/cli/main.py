@@ -345,7 +345,9 @@ def generate(
 @kv_app.command("plan")
 def kv_plan(
     model: str,
-    sequence_length: int = typer.Option(..., "--seq-len", help="prompt tokens"),
+    sequence_length: int = typer.Option(
+        ..., "--seq-len", min=1, max=2**31 - 1, help="prompt tokens"
+    ),
     method: str = METHOD_OPTION,
     bits: int = BITS_OPTION,
     budget_bytes: int = BUDGET_BYTES_OPTION,

@@ -43,6 +43,10 @@ def fetch_source(source: str, field: str, settings: Settings | None = None) -> P
         raise InvalidInput(field, f"not a usable path: {exc.__class__.__name__}") from exc
     if not is_folder:
         raise InvalidInput(field, f"{source[:200]} is not a folder on the server")
+    if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
+        raise InvalidInput(
+            field, f"{source[:200]} is not a model folder (no config.json or adapter_config.json)"
+        )
     return folder
 
 

@@ -30,7 +30,7 @@ from services.common.sandbox import SandboxLimits
 from services.common.settings import Settings
 from services.inference.core.budget import KVConfig, plan_kv
 from services.inference.core.generation import KVStats
-from services.inference.core.registry import DEFAULT_DTYPE, ModelRegistry
+from services.inference.core.registry import DEFAULT_DTYPE, ModelRegistry, check_model_name
 from services.inference.core.tool_integrated import TIRConfig, generate_with_tools
 from services.llm.base import Prompt, SamplingParams, TokenStep, truncate_at_stop
 from services.llm.tokens import encode_prompt
@@ -242,6 +242,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 "compression runs on hf (leave engine empty)",
             )
         model = self.registry.get(request.model)
+        if request.engine == "vllm" and model.engine != "vllm":
+            raise InvalidInput(
+                "engine",
+                f"model {request.model!r} is loaded on {model.engine}; load it with engine vllm",
+            )
         if kv is not None:
             kv.validate(model.geometry.head_dim)
         if request.request_id in self.running:
@@ -385,6 +390,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def LoadModel(
         self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
+        check_model_name(request.name)
         which = request.WhichOneof("source")
         if which is None:
             raise InvalidInput("source", "set local_path or checkpoint")

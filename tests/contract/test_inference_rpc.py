@@ -138,6 +138,10 @@ def test_remote_backend_equals_local(inference: KilnClient, tiny_model: Path) ->
             ),
             "prompt[0].role",
         ),
+        (
+            pb.GenerateRequest(request_id="r", model="tiny", prompt="x", engine="vllm"),
+            "engine",  # tiny is loaded on hf: not silently served by it
+        ),
     ],
 )
 def test_bad_generate_is_invalid_argument(inference: KilnClient, request_, field) -> None:
@@ -157,6 +161,11 @@ def test_unknown_model_and_bad_sources(inference: KilnClient, tmp_path: Path) ->
         inference.stub.LoadModel(pb.LoadModelRequest(name="m", local_path=str(tmp_path)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith("local_path")
+    assert "is not a model folder (no config.json" in err.value.details()
+    for name in ("a\x00b", "with space", "x" * 129, "a/b"):
+        with pytest.raises(grpc.RpcError) as err:
+            inference.stub.LoadModel(pb.LoadModelRequest(name=name, local_path=str(tmp_path)))
+        assert err.value.details().startswith("name"), name
     with pytest.raises(grpc.RpcError) as err:
         inference.stub.LoadModel(pb.LoadModelRequest(name="m", checkpoint="../etc"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

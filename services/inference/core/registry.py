@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -13,6 +14,17 @@ from services.common.models import stored_parameters
 from services.inference.core.budget import CacheGeometry
 
 ENGINES = ("hf", "vllm")
+MODEL_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def check_model_name(name: str) -> None:
+    """InvalidInput unless name is 1-128 letters, digits and . _ - : (what requests use)."""
+    if not MODEL_NAME.fullmatch(name):
+        raise InvalidInput(
+            "name", "1-128 letters, digits and . _ - : (no '/', spaces or control characters)"
+        )
+
+
 DTYPES = ("bfloat16", "float16", "float32")
 DEFAULT_DTYPE = "bfloat16"  # on CPU and GPU: half the memory of float32, and faster here
 VLLM_KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
@@ -82,8 +94,7 @@ class ModelRegistry:
     ) -> LoadedModel:
         """Loads folder (with LoRA adapters merged in, on hf) under name."""
         adapters = adapters or []
-        if not name or "/" in name:
-            raise InvalidInput("name", "must be non-empty and contain no '/'")
+        check_model_name(name)
         if engine not in ENGINES:
             raise InvalidInput("engine", f"must be one of {', '.join(ENGINES)}")
         if kv_cache_dtype and (engine != "vllm" or kv_cache_dtype not in VLLM_KV_DTYPES):
