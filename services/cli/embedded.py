@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from services.common.server import free_port
 from services.common.settings import SERVICES
 
 MINIO_USER, MINIO_PASSWORD = "kiln", "kiln-secret"
@@ -83,12 +84,6 @@ def save_stack(stack: Stack) -> None:
     tmp.touch(mode=0o600)  # it may hold the auth token
     tmp.write_text(json.dumps(asdict(stack), indent=2))
     tmp.replace(path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

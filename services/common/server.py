@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -127,3 +128,10 @@ async def serve(service: str, registrar: Registrar, settings: Settings | None = 
     await stop.wait()
     log.info("%s draining for up to %.1fs", service, settings.shutdown_grace_s)
     await kiln_server.stop(settings.shutdown_grace_s)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -25,7 +25,7 @@ def helper_ranks(
     config: TrainConfig, base_folder: Path, rows: Sequence[dict[str, Any]], work_dir: Path
 ) -> Iterator[Any]:
     """Yields join_group for core.runs.run_training; stops the helper ranks on exit."""
-    from services.cli.embedded import free_port
+    from services.common.server import free_port
     from services.trainer.core.distributed import init_process_group
 
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -529,3 +529,16 @@ def _closing_event(choice: Choice, kind: str, tools: bool, event: Any) -> bytes:
         if choice.logprobs:
             payload["logprobs"] = {"content": choice.logprobs}
     return event(choice, payload, _finish(choice, calls))
+
+
+def serve(settings: Settings, args: Any) -> None:
+    """`python -m services.inference openai [--port P]` (default KILN_HTTP_PORT) under uvicorn."""
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.listen_host,
+        port=args.port or settings.http_port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+    )
