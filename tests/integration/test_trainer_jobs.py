@@ -59,6 +59,36 @@ def adapter_tensors(store: ObjectStore, prefix: str) -> dict[str, torch.Tensor]:
     return load(store.get_bytes(store.manifest_refs(prefix)["adapter_model.safetensors"]))
 
 
+def trainer_run(store: ObjectStore, config: TrainConfig, model: Path, settings: Settings):
+    """run(name, crash_at=None): run_training on SFT_ROWS in this process (with its helper
+    ranks when config.world_size > 1), raising after step crash_at as a lost worker would."""
+    from services.trainer.ranks import helper_ranks
+
+    fingerprint = run_fingerprint(config, str(model), ["d"])
+
+    def run(name: str, crash_at: int | None = None) -> None:
+        def on_step(result, total) -> None:
+            if result.step == crash_at:
+                raise RuntimeError("worker lost")
+
+        work = settings.effective_cache_dir / "ranks" / name
+        with helper_ranks(config, model, SFT_ROWS, work) as join_group:
+            run_training(
+                store,
+                name,
+                str(model),
+                model,
+                SFT_ROWS,
+                config,
+                fingerprint,
+                settings.effective_cache_dir,
+                on_step,
+                join_group,
+            )
+
+    return run
+
+
 def generate(client: KilnClient, model: str) -> str:
     request = ipb.GenerateRequest(
         request_id=f"g-{model}",
@@ -195,25 +225,7 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(
             "flat_lora_sigma": 0.1,
         },
     )
-    fingerprint = run_fingerprint(config, str(tiny_model), ["d"])
-
-    def train(run: str, crash_at: int | None = None) -> None:
-        def on_step(result, total) -> None:
-            if result.step == crash_at:
-                raise RuntimeError("worker lost")
-
-        run_training(
-            store,
-            run,
-            str(tiny_model),
-            tiny_model,
-            SFT_ROWS,
-            config,
-            fingerprint,
-            kiln_env.effective_cache_dir,
-            on_step,
-        )
-
+    train = trainer_run(store, config, tiny_model, kiln_env)
     train("straight")
     with pytest.raises(RuntimeError):
         train("crashy", crash_at=5)  # after the checkpoint at step 4
@@ -380,34 +392,11 @@ def test_two_process_run_resumes_and_its_job_matches(
     """A 2-process gloo run (rank 0 here, rank 1 a `services.trainer.ranks` subprocess) crashed
     after its step-2 checkpoint and resumed ends where the uninterrupted run ends, and the
     same run submitted as a job (world_size=2 on the worker) writes the same adapter."""
-    from services.trainer.ranks import helper_ranks
-
     store = ObjectStore(kiln_env)
     values = {"max_steps": 4, "batch_size": 2, "save_every": 2, "learning_rate": 3e-3}
     values |= {"world_size": 2, "flat_lora_sigma": 0.1, "packing": True, "max_length": 128}
     config = TrainConfig.from_hyperparameters("sft", values)
-    fingerprint = run_fingerprint(config, str(tiny_model), ["d"])
-
-    def train(run: str, crash_at: int | None = None) -> None:
-        def on_step(result, total) -> None:
-            if result.step == crash_at:
-                raise RuntimeError("worker lost")
-
-        work = kiln_env.effective_cache_dir / "ranks" / run
-        with helper_ranks(config, tiny_model, SFT_ROWS, work) as join_group:
-            run_training(
-                store,
-                run,
-                str(tiny_model),
-                tiny_model,
-                SFT_ROWS,
-                config,
-                fingerprint,
-                kiln_env.effective_cache_dir,
-                on_step,
-                join_group,
-            )
-
+    train = trainer_run(store, config, tiny_model, kiln_env)
     train("ddp-straight")
     with pytest.raises(RuntimeError):
         train("ddp-crashy", crash_at=3)

@@ -64,6 +64,14 @@ def gradients_of_steps(trainer: Trainer, steps: int) -> tuple[list[list[torch.Te
     return seen, results
 
 
+def assert_same_gradients(got: list, want: list) -> None:
+    """Step by step, parameter by parameter (float32 sums in another order)."""
+    assert len(got) == len(want)
+    for step_got, step_want in zip(got, want, strict=True):
+        for b, a in zip(step_got, step_want, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
 BASE = {"max_grad_norm": 0.0, "lora_r": 4, "max_length": 64, "seed": 3}
 
 
@@ -78,9 +86,7 @@ def test_accumulating_4_micro_batches_of_2_equals_one_batch_of_8(
     assert big.global_batch == small.global_batch == 8
     want, want_results = gradients_of_steps(make_trainer(tiny_model, big, data), 2)
     got, got_results = gradients_of_steps(make_trainer(tiny_model, small, data), 2)
-    for step_want, step_got in zip(want, got, strict=True):
-        for a, b in zip(step_want, step_got, strict=True):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    assert_same_gradients(got, want)
     for a, b in zip(want_results, got_results, strict=True):
         assert b.loss == pytest.approx(a.loss, rel=1e-5) and b.tokens == a.tokens
         for name, value in a.metrics.items():
@@ -121,9 +127,7 @@ def test_packed_sft_loss_and_gradients_equal_the_unpacked(tiny_model: Path) -> N
     packed = dataclasses.replace(padded, packing=True)  # the same 8 examples, in fewer rows
     want, want_results = gradients_of_steps(make_trainer(tiny_model, padded, data), 2)
     got, got_results = gradients_of_steps(make_trainer(tiny_model, packed, data), 2)
-    for step_want, step_got in zip(want, got, strict=True):
-        for a, b in zip(step_want, step_got, strict=True):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    assert_same_gradients(got, want)
     for a, b in zip(want_results, got_results, strict=True):
         assert b.loss == pytest.approx(a.loss, rel=1e-5) and b.tokens == a.tokens
 
@@ -174,10 +178,7 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(
     single = TrainConfig(batch_size=4, **{**BASE, "seed": 3})
     want, _ = gradients_of_steps(make_trainer(tiny_model, single, rows(16, seed=11)), 2)
     for rank in (0, 1):
-        got = torch.load(tmp_path / f"grads-{rank}.pt")
-        for step_want, step_got in zip(want, got, strict=True):
-            for a, b in zip(step_want, step_got, strict=True):
-                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+        assert_same_gradients(torch.load(tmp_path / f"grads-{rank}.pt"), want)
 
 
 def test_a_two_process_run_resumed_from_its_state_equals_the_uninterrupted_run(
@@ -197,8 +198,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model: Path) -> No
     want, _ = gradients_of_steps(make_trainer(tiny_model, plain, data), 1)
     checkpointed = dataclasses.replace(plain, gradient_checkpointing=True)
     got, _ = gradients_of_steps(make_trainer(tiny_model, checkpointed, data), 1)
-    for a, b in zip(want[0], got[0], strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    assert_same_gradients(got, want)
 
 
 def test_bf16_autocast_trains_close_to_fp32(tiny_model: Path) -> None:
