@@ -1007,13 +1007,24 @@ def models_smollm2(
 
 
 def main() -> None:
-    """The `kiln` entry point: gRPC failures print as one line, not a traceback."""
+    """The `kiln` entry point: gRPC failures, kiln's own errors (a bad field, an object store
+    that is down) and file errors print as one line, not a traceback (KILN_DEBUG=1 shows it)."""
     import grpc
+
+    from services.common.errors import InvalidInput, KilnError
 
     try:
         app()
-    except grpc.RpcError as exc:
-        console.print(f"[red]{exc.code().name}[/]: {exc.details()}")
+    except (grpc.RpcError, KilnError, OSError) as exc:
+        if os.environ.get("KILN_DEBUG"):
+            raise
+        if isinstance(exc, grpc.RpcError):
+            message = f"[red]{exc.code().name}[/]: {exc.details()}"
+        elif isinstance(exc, InvalidInput):
+            message = f"[red]INVALID_ARGUMENT[/]: {exc}"
+        else:
+            message = f"[red]{type(exc).__name__}[/]: {exc}"
+        console.print(message)
         raise SystemExit(1) from None
 
 

@@ -74,3 +74,22 @@ def test_non_finite_numbers_in_any_method_config_are_refused() -> None:
     with pytest.raises(InvalidInput) as caught:
         SynthesisSpec(count=2, dialog_mix={"single": float("nan")}).validate()
     assert caught.value.field == "dialog_mix.single"
+
+
+def test_cli_failures_are_one_line_without_a_traceback(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    missing = str(tmp_path / "missing.json")
+    command = ["toolsynth", "grade", missing, missing, "--calls", missing]
+    run = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    output = (run.stdout + run.stderr).strip()
+    assert run.returncode == 1 and "Traceback" not in output, output
+    assert output == f"FileNotFoundError: [Errno 2] No such file or directory: '{missing}'"
