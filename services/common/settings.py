@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     decode_batch: int = Field(
         16, ge=1, description="sequences the hf engine decodes together (continuous batching)"
     )
+    max_waiting_generations: int = Field(
+        64,
+        ge=0,
+        description="hf generations that may wait for a decoding slot per model; beyond, "
+        "Generate answers RESOURCE_EXHAUSTED at once",
+    )
     device: str = Field("", description="torch device of hf models; empty: cuda if available")
     vllm_kv_cache_bytes: int = Field(
         1 << 30, gt=0, description="KV memory a vllm-engine model reserves (CPU RAM or GPU memory)"

@@ -219,6 +219,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             torch_device(settings.device),
             settings.decode_batch,
             settings.vllm_kv_cache_bytes,
+            settings.max_waiting_generations,
         )
         self.slots = asyncio.Semaphore(
             settings.max_concurrent_generations or default_generation_slots()

@@ -61,6 +61,7 @@ class HFBackend:
         score_batch: int = 16,
         adapters: Sequence[Path] = (),
         decode_batch: int = 16,
+        max_waiting: int = 64,
     ) -> None:
         self.path = Path(path)
         self.model = name or self.path.name
@@ -70,6 +71,7 @@ class HFBackend:
         self.device = device
         self.score_batch = score_batch
         self.decode_batch = decode_batch
+        self.max_waiting = max_waiting
         self._batcher: ContinuousBatcher | None = None
         self._batcher_lock = threading.Lock()
         merged = "".join(f"+{folder_fingerprint(a)}" for a in adapters)
@@ -216,7 +218,8 @@ class HFBackend:
                 from services.inference.core.batching import BatchingConfig, ContinuousBatcher
 
                 self._batcher = ContinuousBatcher(
-                    self.hf_model, BatchingConfig(max_batch=self.decode_batch)
+                    self.hf_model,
+                    BatchingConfig(max_batch=self.decode_batch, max_waiting=self.max_waiting),
                 )
             return self._batcher
 

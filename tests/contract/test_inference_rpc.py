@@ -358,3 +358,50 @@ def test_lora_adapter_is_merged_on_load(
             pb.LoadModelRequest(name="x", local_path=str(tiny_model), adapters=[str(tiny_model)])
         )
     assert err.value.details().startswith("adapters[0]")
+
+
+def test_a_full_model_refuses_at_once_and_nothing_times_out(
+    grpc_server, redis_url: str, tiny_model: Path
+) -> None:
+    """Admission control over gRPC: one decoding slot and no waiting room. While a long
+    generation holds the slot, every other Generate is RESOURCE_EXHAUSTED at once; after it
+    is aborted, concurrent calls each succeed or are refused, and none meets its deadline."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = Settings(redis_url=redis_url, decode_batch=1, max_waiting_generations=0)
+    server = grpc_server("inference", settings)
+    with KilnClient("inference", target=server.target, settings=settings) as client:
+        client.stub.LoadModel(pb.LoadModelRequest(name="tiny", local_path=str(tiny_model)))
+
+        def generate(i: int, max_tokens: int = 8) -> grpc.StatusCode:
+            request = pb.GenerateRequest(
+                request_id=f"c{i}",
+                model="tiny",
+                prompt="the answer is",
+                sampling=pb.SamplingParams(max_tokens=max_tokens),
+            )
+            try:
+                list(client.stub.Generate(request, timeout=120))
+            except grpc.RpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        long = client.stub.Generate(
+            pb.GenerateRequest(
+                request_id="long",
+                model="tiny",
+                prompt="the answer is",
+                sampling=pb.SamplingParams(max_tokens=2000),
+            ),
+            timeout=120,
+        )
+        next(long)  # it holds the only slot
+        with ThreadPoolExecutor(20) as pool:
+            held = list(pool.map(generate, range(20)))
+        assert held == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 20
+        assert client.stub.Abort(pb.AbortRequest(request_id="long")).aborted
+        list(long)
+        with ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(generate, range(100, 300)))
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert grpc.StatusCode.OK in codes

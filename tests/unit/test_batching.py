@@ -77,3 +77,38 @@ def test_the_decoder_survives_a_failed_step(tiny_model: Path) -> None:
         list(batcher.run(seq))
     assert len(calls) == 3 and seq.finished and not batcher.batch.live
     assert len(list(backend.stream("the answer is", SamplingParams(max_tokens=4)))) == 4
+
+
+def test_a_full_waiting_queue_refuses_at_once(tiny_model: Path) -> None:
+    """Admission control: with one decoding slot taken and max_waiting sequences queued, the
+    next submit raises ResourceExhausted before queuing; once the queue drains, it is taken."""
+    import time
+
+    from services.common.errors import ResourceExhausted
+
+    backend = HFBackend(tiny_model, decode_batch=1, max_waiting=2)
+    batcher = backend.batcher
+    params = SamplingParams(max_tokens=2000)
+    running = backend.sequence("the answer is", params)
+    outputs: list[list] = []
+    threads = [threading.Thread(target=lambda: outputs.append(list(batcher.run(running))))]
+    threads[0].start()
+    deadline = time.monotonic() + 60
+    while not batcher.batch.live:  # the first sequence holds the only slot
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    queued = [backend.sequence("the answer is", SamplingParams(max_tokens=2)) for _ in range(2)]
+    for seq in queued:
+        threads.append(threading.Thread(target=lambda s=seq: outputs.append(list(batcher.run(s)))))
+        threads[-1].start()
+    while batcher._waiting.qsize() < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    refused = backend.sequence("the answer is", SamplingParams(max_tokens=2))
+    with pytest.raises(ResourceExhausted, match="1 decoding slots are taken and 2 generations"):
+        batcher.submit(refused, lambda item: None)
+    running.abort.set()
+    for thread in threads:
+        thread.join(60)
+    assert len(outputs) == 3  # the running and the queued sequences all ended normally
+    assert len(list(backend.stream("the answer is", SamplingParams(max_tokens=3)))) == 3

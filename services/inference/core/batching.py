@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.errors import ResourceExhausted
 from services.inference.core.generation import DecodeBatch, Sequence
 
 END_OF_STREAM = object()  # delivered after a sequence's last token (or its error)
@@ -26,6 +27,7 @@ END_OF_STREAM = object()  # delivered after a sequence's last token (or its erro
 @dataclass(frozen=True)
 class BatchingConfig:
     max_batch: int = 16  # sequences decoded together; more wait for a slot
+    max_waiting: int = 64  # sequences waiting for a slot; beyond, submit refuses at once
     prefill_chunk: int = 512  # prompt tokens per prefill forward (an abort waits one chunk)
     idle_exit_s: float = 5.0  # the decoder thread exits after this long with nothing to do
 
@@ -45,8 +47,17 @@ class ContinuousBatcher:
     def submit(self, seq: Sequence, deliver: Callable[[Any], None]) -> None:
         """Queues seq. deliver is called from the decoder thread with each (token, log-prob),
         then with an exception if it failed, then with END_OF_STREAM. Setting seq.abort makes
-        it leave the batch at the next step."""
+        it leave the batch at the next step. ResourceExhausted, before anything is queued,
+        when every decoding slot is taken and max_waiting sequences already wait (admission
+        control: a client backs off instead of timing out in a queue it cannot see)."""
         with self._lock:
+            waiting = self._waiting.qsize()
+            if waiting + len(self.batch.live) >= self.config.max_batch + self.config.max_waiting:
+                raise ResourceExhausted(
+                    f"{self.config.max_batch} decoding slots are taken and {waiting} "
+                    "generations already wait for this model (KILN_MAX_WAITING_GENERATIONS); "
+                    "retry in a few seconds"
+                )
             self._outboxes[id(seq)] = deliver
             self._waiting.put(seq)
             if self._thread is None:

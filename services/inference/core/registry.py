@@ -73,10 +73,12 @@ class ModelRegistry:
         device: str = "cpu",
         decode_batch: int = 16,
         vllm_kv_cache_bytes: int = 1 << 30,
+        max_waiting: int = 64,
     ) -> None:
         self.models_dir = models_dir
         self.device = device
         self.decode_batch = decode_batch
+        self.max_waiting = max_waiting
         self.vllm_kv_cache_bytes = vllm_kv_cache_bytes
         self._models: dict[str, LoadedModel] = {}
         self._hf_twins: dict[str, Any] = {}
@@ -113,6 +115,7 @@ class ModelRegistry:
                 name=name,
                 adapters=adapters,
                 decode_batch=self.decode_batch,
+                max_waiting=self.max_waiting,
             )
         else:
             from services.llm.vllm_engine import VLLMBackend, VLLMConfig
@@ -155,6 +158,7 @@ class ModelRegistry:
                     device=self.device,
                     name=model.name,
                     decode_batch=self.decode_batch,
+                    max_waiting=self.max_waiting,
                 )
             return self._hf_twins[model.name]
 
