@@ -125,9 +125,9 @@ class VLLMBackend:
         self, prompt: Prompt, params: SamplingParams, abort: threading.Event | None = None
     ) -> Iterator[TokenStep]:
         """Decodes one prompt token by token: yields (token id, its log-prob, the step's
-        top_logprobs most likely tokens) as the engine
-        produces them (one engine step at a time). An abort, or closing the iterator, aborts
-        the request in the engine. Streams and generate/score calls on this model take turns."""
+        top_logprobs most likely tokens) as the engine produces them, one engine step at a
+        time. An abort, or closing the iterator, aborts the request in the engine. Streams and
+        generate/score calls on this model take turns."""
         from vllm.sampling_params import RequestOutputKind
 
         params.validate()

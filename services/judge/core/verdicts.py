@@ -70,10 +70,13 @@ class Statement:
 
     winner: Winner
     start: int
-    end: int
     matched: str
     strength: int = 1
     final: bool = False
+
+    @property
+    def label(self) -> tuple[Winner, int]:
+        return self.winner, self.strength
 
 
 _FINAL_MARKER = re.compile(
@@ -91,7 +94,7 @@ def _sentence_bounds(text: str, position: int) -> tuple[int, int]:
     return start, following.start() if following else len(text)
 
 
-def _is_final(text: str, start: int, end: int) -> bool:
+def _is_final(text: str, start: int) -> bool:
     """A conclusion marker in the statement's sentence, or a verdict heading on the line
     before it."""
     sentence_start, sentence_end = _sentence_bounds(text, start)
@@ -112,21 +115,13 @@ def _resolve(text: str, statements: list[Statement]) -> Verdict:
     finals = [s for s in statements if s.final]
     if finals:
         return chosen(finals[-1], "final")
-    if len({(s.winner, s.strength) for s in statements}) == 1:
+    if len({s.label for s in statements}) == 1:
         return chosen(statements[-1], "unanimous")
     first_sentence_end = _sentence_bounds(text, len(text) - len(text.lstrip()))[1]
     opening = statements[0] if statements[0].start < first_sentence_end else None
     last_line_start = text.rstrip().rfind("\n") + 1
     closing = statements[-1] if statements[-1].start >= last_line_start else None
-    if (
-        opening
-        and closing
-        and (opening.winner, opening.strength)
-        != (
-            closing.winner,
-            closing.strength,
-        )
-    ):
+    if opening and closing and opening.label != closing.label:
         return Verdict(Winner.UNPARSEABLE, rule="conflict")
     if closing:
         return chosen(closing, "closing")
@@ -141,7 +136,7 @@ def _without_format_quotes(text: str, statements: list[Statement]) -> list[State
     kept = []
     for statement in statements:
         start, end = _sentence_bounds(text, statement.start)
-        labels = {(s.winner, s.strength) for s in statements if start <= s.start < end}
+        labels = {s.label for s in statements if start <= s.start < end}
         lead = text[max(start, statement.start - 25) : statement.start]
         if len(labels) == 1 or _FINAL_MARKER.search(lead):
             kept.append(statement)
@@ -156,8 +151,8 @@ def _statements(
         if (label := read(match)) is None:
             continue
         winner, strength = label
-        final = _is_final(text, match.start(), match.end())
-        found.append(Statement(winner, match.start(), match.end(), match.group(0), strength, final))
+        final = _is_final(text, match.start())
+        found.append(Statement(winner, match.start(), match.group(0), strength, final))
     return found
 
 
