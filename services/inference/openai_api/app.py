@@ -460,13 +460,16 @@ async def _events(
         finally:
             await queue.put((choice, None))
 
-    def event(choice: Choice, payload: dict[str, Any], finish: str | None) -> bytes:
+    def event(
+        choice: Choice, delta: dict[str, Any], finish: str | None, logprobs: Any = None
+    ) -> bytes:
+        """One choice's chunk: delta is the chat delta, or {"text": ...} for completions."""
+        entry: dict[str, Any] = {"index": choice.index}
         if kind == "chat":
-            entry = {"index": choice.index, "delta": payload, "logprobs": None}
+            entry["delta"] = delta
         else:
-            entry = {"index": choice.index, "text": payload.get("text", ""), "logprobs": None}
-        if "logprobs" in payload:
-            entry["logprobs"] = payload.pop("logprobs")  # out of the delta too: the same dict
+            entry["text"] = delta.get("text", "")
+        entry["logprobs"] = logprobs
         entry["finish_reason"] = finish
         data = {**head, "object": obj, "choices": [entry]}
         if finish is not None:
@@ -500,12 +503,8 @@ async def _events(
             if choice.complete is not None:
                 yield _closing_event(choice, kind, tools, event)
             elif item.chunk.text and not tools:
-                payload: dict[str, Any] = (
-                    {"content": item.chunk.text} if kind == "chat" else {"text": item.chunk.text}
-                )
-                if chunk_logprobs is not None:
-                    payload["logprobs"] = chunk_logprobs
-                yield event(choice, payload, None)
+                key = "content" if kind == "chat" else "text"
+                yield event(choice, {key: item.chunk.text}, None, chunk_logprobs)
         if usage_n:
             yield _sse({**head, "object": obj, "choices": [], "usage": _usage(choices, usage_n)})
         yield b"data: [DONE]\n\n"
@@ -518,17 +517,18 @@ async def _events(
 
 def _closing_event(choice: Choice, kind: str, tools: bool, event: Any) -> bytes:
     """A choice's last chunk: its finish reason, and with tools its held text or calls."""
-    payload: dict[str, Any] = {}
+    delta: dict[str, Any] = {}
     calls: list = []
+    logprobs = None
     if tools:
         content, calls = parse_tool_calls(choice.text)
         if calls:
-            payload["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
         if content:
-            payload["content"] = content
+            delta["content"] = content
         if choice.logprobs:
-            payload["logprobs"] = {"content": choice.logprobs}
-    return event(choice, payload, _finish(choice, calls))
+            logprobs = {"content": choice.logprobs}
+    return event(choice, delta, _finish(choice, calls), logprobs)
 
 
 def serve(settings: Settings, args: Any) -> None:
