@@ -23,8 +23,8 @@ from rich.table import Table
 
 from services.llm.tiny import TinyConfig, build_tiny_model
 from services.trainer.core.flat_lora import lora_layers
-from services.trainer.core.runs import tokenize_rows
-from services.trainer.core.training import TrainConfig, Trainer, load_policy
+from services.trainer.core.runs import build_trainer
+from services.trainer.core.training import TrainConfig, Trainer
 
 console = Console()
 MODEL = TinyConfig(
@@ -47,12 +47,7 @@ def rows(count: int, words: int) -> list[dict[str, str]]:
 
 
 def kiln_steps(folder: Path, data: list[dict], config: TrainConfig) -> tuple[list[float], Trainer]:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    trainer = Trainer(
-        load_policy(folder, config), tokenizer, tokenize_rows(tokenizer, data, config), config
-    )
+    trainer = build_trainer(folder, data, config)
     results = trainer.run()
     return [r.seconds for r in results[1:]], trainer  # the first step warms up
 

@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from services.llm.smollm2 import MODEL_NAME, build_smollm2
-from services.trainer.core.runs import tokenize_rows
-from services.trainer.core.training import TrainConfig, Trainer, load_policy
+from services.trainer.core.runs import build_trainer
+from services.trainer.core.training import TrainConfig
 
 WORDS = [
     "river",
@@ -62,16 +62,7 @@ def skewed_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
 
 
 def timed_steps(folder: Path, config: TrainConfig, data: list[dict], rank: int = 0) -> list:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    trainer = Trainer(
-        load_policy(folder, config),
-        tokenizer,
-        tokenize_rows(tokenizer, data, config),
-        config,
-        rank,
-    )
+    trainer = build_trainer(folder, data, config, rank)
     return [trainer.train_step() for _ in range(config.max_steps)]
 
 

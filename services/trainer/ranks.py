@@ -28,10 +28,10 @@ def helper_ranks(
     from services.common.server import free_port
     from services.trainer.core.distributed import init_process_group
 
-    work_dir.mkdir(parents=True, exist_ok=True)
     helpers: list[subprocess.Popen] = []
 
     def join_group(resumed_folder: Path | None) -> None:
+        work_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         rows_path = work_dir / "rows.jsonl"
         rows_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -45,15 +45,15 @@ def helper_ranks(
         spec_path = work_dir / "spec.json"
         spec_path.write_text(json.dumps(spec))
         for rank in range(1, config.world_size):
-            log = (work_dir / f"rank-{rank}.log").open("ab")
-            helpers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "services.trainer.ranks", str(spec_path), str(rank)],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
+            with (work_dir / f"rank-{rank}.log").open("ab") as log:  # the child keeps its copy
+                helpers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "services.trainer.ranks", str(spec_path), str(rank)],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=_die_with_parent,
+                    )
                 )
-            )
         init_process_group(0, config.world_size, "127.0.0.1", port)
 
     import torch.distributed as dist
@@ -86,23 +86,17 @@ def _die_with_parent() -> None:
 def run_rank(spec_path: Path, rank: int) -> None:
     """One helper rank: the same examples, model and checkpoint as rank 0, trained in step."""
     import torch.distributed as dist
-    from transformers import AutoTokenizer
 
     from services.trainer.core.checkpoints import load_checkpoint_folder
     from services.trainer.core.distributed import init_process_group
-    from services.trainer.core.runs import tokenize_rows
-    from services.trainer.core.training import Trainer, load_policy
+    from services.trainer.core.runs import build_trainer
 
     spec = json.loads(spec_path.read_text())
     values = dict(spec["config"])
     objective = values.pop("objective")
     config = TrainConfig.from_hyperparameters(objective, values)
-    base = Path(spec["base_folder"])
     rows = [json.loads(line) for line in Path(spec["rows"]).read_text().splitlines()]
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    trainer = Trainer(
-        load_policy(base, config), tokenizer, tokenize_rows(tokenizer, rows, config), config, rank
-    )
+    trainer = build_trainer(Path(spec["base_folder"]), rows, config, rank)
     if spec["resumed_folder"]:
         trainer.load_state_dict(load_checkpoint_folder(Path(spec["resumed_folder"]), trainer.model))
     init_process_group(rank, config.world_size, "127.0.0.1", spec["port"])

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.unit.test_trainer_scale import BASE, make_trainer, rows
+from services.trainer.core.runs import build_trainer
+from tests.unit.test_trainer_scale import BASE, rows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -17,7 +18,7 @@ def test_bf16_step_on_cuda(tiny_model: Path) -> None:
     from services.trainer.core.training import TrainConfig
 
     config = TrainConfig(batch_size=4, mixed_precision="bf16", **BASE)
-    trainer = make_trainer(tiny_model, config, rows(8))
+    trainer = build_trainer(tiny_model, rows(8), config)
     trainer.model.cuda()
     trainer.device = torch.device("cuda")
     result = trainer.train_step()
@@ -34,7 +35,7 @@ def test_nccl_world_size_one(tiny_model: Path) -> None:
         assert torch.distributed.get_backend() == "nccl"
         assert sum_values([1.5, 2.0]) == [1.5, 2.0]
         config = TrainConfig(batch_size=4, **BASE)
-        trainer = make_trainer(tiny_model, config, rows(8))
+        trainer = build_trainer(tiny_model, rows(8), config)
         assert trainer.train_step().step == 1
     finally:
         torch.distributed.destroy_process_group()

@@ -22,10 +22,10 @@ from services.trainer.core.data import (
     collate_packed,
     collate_sft,
     pack_examples,
-    pair_example,
     sft_example,
 )
 from services.trainer.core.logprobs import token_logps
+from services.trainer.core.runs import build_trainer
 from services.trainer.core.training import TrainConfig, Trainer, load_policy
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "dog", "ran", "to", "park"]
@@ -44,15 +44,6 @@ def rows(count: int, preference: bool = False, seed: int = 0) -> list[dict]:
             for _ in range(count)
         ]
     return [{"prompt": text(2, 12), "completion": text(1, 10)} for _ in range(count)]
-
-
-def make_trainer(folder: Path, config: TrainConfig, data: list[dict], rank: int = 0) -> Trainer:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    make = pair_example if config.preference else sft_example
-    examples = [make(tokenizer, row, config.max_length, "row") for row in data]
-    return Trainer(load_policy(folder, config), tokenizer, examples, config, rank)
 
 
 def gradients_of_steps(trainer: Trainer, steps: int) -> tuple[list[list[torch.Tensor]], list]:
@@ -84,8 +75,8 @@ def test_accumulating_4_micro_batches_of_2_equals_one_batch_of_8(
     big = TrainConfig(objective=objective, batch_size=8, **BASE, **extra)
     small = dataclasses.replace(big, batch_size=2, gradient_accumulation_steps=4)
     assert big.global_batch == small.global_batch == 8
-    want, want_results = gradients_of_steps(make_trainer(tiny_model, big, data), 2)
-    got, got_results = gradients_of_steps(make_trainer(tiny_model, small, data), 2)
+    want, want_results = gradients_of_steps(build_trainer(tiny_model, data, big), 2)
+    got, got_results = gradients_of_steps(build_trainer(tiny_model, data, small), 2)
     assert_same_gradients(got, want)
     for a, b in zip(want_results, got_results, strict=True):
         assert b.loss == pytest.approx(a.loss, rel=1e-5) and b.tokens == a.tokens
@@ -125,8 +116,8 @@ def test_packed_sft_loss_and_gradients_equal_the_unpacked(tiny_model: Path) -> N
     data = rows(16, seed=7)
     padded = TrainConfig(batch_size=8, **BASE)
     packed = dataclasses.replace(padded, packing=True)  # the same 8 examples, in fewer rows
-    want, want_results = gradients_of_steps(make_trainer(tiny_model, padded, data), 2)
-    got, got_results = gradients_of_steps(make_trainer(tiny_model, packed, data), 2)
+    want, want_results = gradients_of_steps(build_trainer(tiny_model, data, padded), 2)
+    got, got_results = gradients_of_steps(build_trainer(tiny_model, data, packed), 2)
     assert_same_gradients(got, want)
     for a, b in zip(want_results, got_results, strict=True):
         assert b.loss == pytest.approx(a.loss, rel=1e-5) and b.tokens == a.tokens
@@ -145,7 +136,7 @@ def _rank(rank: int, folder: str, port: int, out: str, phase: str) -> None:
     torch.set_num_threads(1)
     init_process_group(rank, 2, "127.0.0.1", port)
     config = TrainConfig(batch_size=2, world_size=2, learning_rate=1e-3, **BASE)
-    trainer = make_trainer(Path(folder), config, rows(16, seed=11), rank)
+    trainer = build_trainer(Path(folder), rows(16, seed=11), config, rank)
     if phase == "grads":
         seen, _ = gradients_of_steps(trainer, 2)
         torch.save(seen, f"{out}/grads-{rank}.pt")
@@ -176,7 +167,7 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(
 ) -> None:
     _two_ranks(tiny_model, tmp_path, "grads")
     single = TrainConfig(batch_size=4, **{**BASE, "seed": 3})
-    want, _ = gradients_of_steps(make_trainer(tiny_model, single, rows(16, seed=11)), 2)
+    want, _ = gradients_of_steps(build_trainer(tiny_model, rows(16, seed=11), single), 2)
     for rank in (0, 1):
         assert_same_gradients(torch.load(tmp_path / f"grads-{rank}.pt"), want)
 
@@ -195,18 +186,18 @@ def test_a_two_process_run_resumed_from_its_state_equals_the_uninterrupted_run(
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_model: Path) -> None:
     data = rows(8, seed=2)
     plain = TrainConfig(batch_size=8, **BASE)
-    want, _ = gradients_of_steps(make_trainer(tiny_model, plain, data), 1)
+    want, _ = gradients_of_steps(build_trainer(tiny_model, data, plain), 1)
     checkpointed = dataclasses.replace(plain, gradient_checkpointing=True)
-    got, _ = gradients_of_steps(make_trainer(tiny_model, checkpointed, data), 1)
+    got, _ = gradients_of_steps(build_trainer(tiny_model, data, checkpointed), 1)
     assert_same_gradients(got, want)
 
 
 def test_bf16_autocast_trains_close_to_fp32(tiny_model: Path) -> None:
     data = rows(8, seed=2)
     fp32 = TrainConfig(batch_size=8, **BASE)
-    _, want = gradients_of_steps(make_trainer(tiny_model, fp32, data), 1)
+    _, want = gradients_of_steps(build_trainer(tiny_model, data, fp32), 1)
     bf16 = dataclasses.replace(fp32, mixed_precision="bf16")
-    grads, got = gradients_of_steps(make_trainer(tiny_model, bf16, data), 1)
+    grads, got = gradients_of_steps(build_trainer(tiny_model, data, bf16), 1)
     assert got[0].loss == pytest.approx(want[0].loss, rel=2e-2)  # bf16 keeps 8 mantissa bits
     assert all(torch.isfinite(g).all() for g in grads[0])
     assert got[0].metrics["peak_memory_mb"] > 0

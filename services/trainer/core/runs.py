@@ -41,6 +41,18 @@ def tokenize_rows(
     ]
 
 
+def build_trainer(
+    base_folder: Path, rows: Sequence[dict[str, Any]], config: TrainConfig, rank: int = 0
+) -> Trainer:
+    """The base model's tokenizer and a fresh LoRA policy, with the rows' examples: what every
+    rank of a run starts from."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    examples = tokenize_rows(tokenizer, rows, config)
+    return Trainer(load_policy(base_folder, config), tokenizer, examples, config, rank)
+
+
 @dataclass
 class RunOutcome:
     checkpoints: list[CheckpointInfo]
@@ -75,14 +87,10 @@ def run_training(
     """join_group (a run of config.world_size > 1 processes): starts the other ranks from the
     checkpoint folder this run resumes from (None: from scratch) and joins their process group
     as rank 0, which alone reports progress and writes checkpoints."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_folder)
-    examples = tokenize_rows(tokenizer, rows, config)
-    model = load_policy(base_folder, config)
+    trainer = build_trainer(base_folder, rows, config)
+    model, tokenizer = trainer.model, trainer.tokenizer
     model.peft_config["default"].base_model_name_or_path = base_source
-    trainer = Trainer(model, tokenizer, examples, config)
-    outcome = RunOutcome([], total_steps=trainer.total, examples=len(examples))
+    outcome = RunOutcome([], total_steps=trainer.total, examples=len(trainer.examples))
 
     existing = list_checkpoints(store, run_name)
     foreign = [c for c in existing if c.meta.get("fingerprint") != fingerprint]
