@@ -92,7 +92,8 @@ def answer_value(answer: str) -> str:
     """An answer reduced to its value (see the module docstring): the number's own text when
     there is one ("1,200", "-3", "(1)/(2)"), else the answer's plain text."""
     text = _plain(answer)
-    text = text[_NEGATED.match(text).end() :] if _NEGATED.match(text) else text
+    if negated := _NEGATED.match(text):
+        text = text[negated.end() :]
     if "=" in text:
         text = text.rsplit("=", 1)[1]
     text = text.strip().lstrip(":").strip().rstrip(".").strip()
