@@ -72,7 +72,7 @@ class _CallDefaults(
     peer), and `authorization: Bearer <token>` when a token is set (insecure channels too)."""
 
     def __init__(self, token: str, deadline_s: float) -> None:
-        self._headers = [("authorization", f"Bearer {token}")] if token else []
+        self._headers = list(call_metadata(token))
         self._deadline_s = deadline_s
 
     def _details(self, details: grpc.ClientCallDetails, unary: bool) -> grpc.ClientCallDetails:
@@ -151,16 +151,17 @@ def open_channel(
 
 def open_aio_channel(target: str, settings: Settings) -> grpc.aio.Channel:
     """An asyncio channel with the same options and TLS as open_channel. Callers pass
-    call_metadata(settings) and their own deadlines (aio channels take no sync interceptors)."""
+    call_metadata(settings.auth_token) and their own deadlines (aio channels take no sync
+    interceptors)."""
     options = _channel_options(settings)
     if creds := _channel_credentials(settings):
         return grpc.aio.secure_channel(target, creds, options=options)
     return grpc.aio.insecure_channel(target, options=options)
 
 
-def call_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
+def call_metadata(token: str) -> tuple[tuple[str, str], ...]:
     """The bearer token every kiln RPC but health carries (none when unset)."""
-    return (("authorization", f"Bearer {settings.auth_token}"),) if settings.auth_token else ()
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 class KilnClient:

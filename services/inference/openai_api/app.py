@@ -114,7 +114,7 @@ class Upstream:
         self.channels = [inference, judge]
         self.inference = inference_pb2_grpc.InferenceStub(inference)
         self.judge = judge_pb2_grpc.JudgeStub(judge)
-        self.metadata = call_metadata(self.settings)
+        self.metadata = call_metadata(self.settings.auth_token)
 
     async def close(self) -> None:
         for channel in self.channels:
