@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny model, real redis-server and S3 (moto) on loopback, in-process
+"""Shared fixtures: a tiny model, real redis-server and S3 (nanio) on loopback, in-process
 gRPC servers, and Celery worker processes."""
 
 from __future__ import annotations

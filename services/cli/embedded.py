@@ -1,9 +1,12 @@
 """The embedded stack: real redis-server, an S3 endpoint, five servers and five workers as
 local processes on loopback, started by `kiln up` and stopped by `kiln down`.
 
-The S3 endpoint is a MinIO binary when `minio` is on PATH, otherwise moto's S3 server (in
-memory: objects do not survive `kiln down`). Process ids and ports are kept in
-<home>/run/stack.json so a later `kiln status`/`kiln down` finds them.
+The S3 endpoint is a MinIO binary when `minio` is on PATH, otherwise nanio (an S3 server
+whose buckets are folders); both keep their objects under <home>/s3, and Redis keeps its
+append-only file under <home>/redis, so jobs, datasets and checkpoints survive `kiln down` /
+`kiln up`. A supervisor process (services.cli.supervisor) restarts any process of the stack
+that dies. Process ids, commands and ports are kept in <home>/run/stack.json so a later
+`kiln status`/`kiln up`/`kiln down` finds them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ class Proc:
     pid: int
     log: str
     port: int = 0
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # on top of the caller's environment
+    started_at: float = 0.0
+    restarts: int = 0
 
 
 @dataclass
@@ -39,7 +46,7 @@ class Stack:
     home: str
     redis_port: int
     s3_port: int
-    s3_kind: str  # minio | moto
+    s3_kind: str  # minio | nanio
     grpc_ports: dict[str, int]
     procs: list[Proc] = field(default_factory=list)
     metrics_ports: dict[str, int] = field(default_factory=dict)  # Prometheus /metrics
@@ -92,15 +99,41 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+class StartFailed(RuntimeError):
+    """A process of the stack did not come up; the message names it and its log."""
+
+
+def wait_port(proc: Proc, timeout: float, popen: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if port_open(port):
+        if port_open(proc.port):
             return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args[0]} exited with {proc.returncode}")
+        if popen is not None and popen.poll() is not None:
+            raise StartFailed(_failure(proc, f"exited with status {popen.returncode}"))
         time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f}s")
+    waited = f"nothing listening on 127.0.0.1:{proc.port} after {timeout:.0f}s"
+    raise StartFailed(_failure(proc, waited))
+
+
+def _failure(proc: Proc, what: str) -> str:
+    try:
+        tail = Path(proc.log).read_text(errors="replace").strip().splitlines()[-5:]
+    except OSError:
+        tail = []
+    last = "".join(f"\n  | {line}" for line in tail)
+    return f"{proc.name} did not start: {what}; its log is {proc.log}{last}"
+
+
+def ensure_port_free(name: str, port: int, wait_s: float = 10.0) -> None:
+    """Waits up to wait_s for a port a previous stack may still be releasing."""
+    deadline = time.monotonic() + wait_s
+    while port_open(port):
+        if time.monotonic() > deadline:
+            raise StartFailed(
+                f"{name} cannot start: 127.0.0.1:{port} is in use by another process "
+                "(another kiln stack? `kiln down`, or `kiln up --base-port N` elsewhere)"
+            )
+        time.sleep(0.2)
 
 
 def redis_binary() -> str:
@@ -132,7 +165,15 @@ def spawn(
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
-    return Proc(name, popen.pid, str(log_path), port), popen
+    proc = Proc(name, popen.pid, str(log_path), port, list(cmd), dict(env or {}), time.time())
+    return proc, popen
+
+
+def respawn(proc: Proc) -> tuple[Proc, subprocess.Popen]:
+    """Starts a dead process of the stack again, with its command, environment and port."""
+    new, popen = spawn(proc.name, proc.cmd, Path(proc.log).parent, proc.env, proc.port)
+    new.restarts = proc.restarts + 1
+    return new, popen
 
 
 def start_redis(
@@ -155,23 +196,28 @@ def start_redis(
         "yes",
     ]
     proc, popen = spawn("redis", cmd, log_dir, port=port)
-    wait_port(port, 15, popen)
+    wait_port(proc, 15, popen)
     return proc, popen
 
 
 def start_s3(port: int, data_dir: Path, log_dir: Path) -> tuple[Proc, subprocess.Popen, str]:
-    """MinIO if its binary is on PATH, else moto's in-memory S3 server."""
+    """MinIO if its binary is on PATH, else nanio; either keeps its objects in data_dir."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     minio = shutil.which("minio")
     if minio:
-        data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [minio, "server", str(data_dir), "--address", f"127.0.0.1:{port}", "--quiet"]
         env = {"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD}
         kind = "minio"
     else:
-        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-        env, kind = {}, "moto"
+        cmd = [
+            *(sys.executable, "-m", "nanio", "serve", "--data-dir", str(data_dir)),
+            *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
+            *("--log-level", "warning"),
+        ]
+        env = {"NANIO_ACCESS_KEY": MINIO_USER, "NANIO_SECRET_KEY": MINIO_PASSWORD}
+        kind = "nanio"
     proc, popen = spawn("s3", cmd, log_dir, env=env, port=port)
-    wait_port(port, 30, popen)
+    wait_port(proc, 30, popen)
     return proc, popen, kind
 
 
@@ -223,7 +269,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def up(home: Path, base_port: int = 0) -> Stack:
-    """Starts the whole stack (idempotent: a running stack is returned as is).
+    """Starts the whole stack, or, when one runs, only its dead processes (its state stays).
 
     base_port 0: the servers listen on the configured KILN_<SERVICE>_PORT (50051..50055 by
     default), the OpenAI-compatible API on KILN_HTTP_PORT (8000), and Redis, S3 and the
@@ -231,12 +277,10 @@ def up(home: Path, base_port: int = 0) -> Stack:
     """
     from services.common.settings import get_settings
 
-    settings = get_settings()
     existing = load_stack(home)
-    if existing and all(pid_alive(p.pid) for p in existing.procs):
-        return existing
     if existing:
-        down(home)
+        return revive(existing)
+    settings = get_settings()
     log_dir = home / "logs"
 
     def port(offset: int) -> int:
@@ -245,6 +289,11 @@ def up(home: Path, base_port: int = 0) -> Stack:
     def grpc_port(offset: int, service: str) -> int:
         return base_port + offset if base_port else settings.port(service)
 
+    grpc_ports = {svc: grpc_port(2 + i, svc) for i, svc in enumerate(SERVICES)}
+    http_port = base_port + 2 + 2 * len(SERVICES) if base_port else settings.http_port
+    for svc, svc_port in grpc_ports.items():
+        ensure_port_free(f"{svc}-server", svc_port)
+    ensure_port_free("inference-openai", http_port)
     procs: list[Proc] = []
     try:
         redis_proc, _ = start_redis(port(0), home / "redis", log_dir)
@@ -256,10 +305,10 @@ def up(home: Path, base_port: int = 0) -> Stack:
             redis_proc.port,
             s3_proc.port,
             s3_kind,
-            {svc: grpc_port(2 + i, svc) for i, svc in enumerate(SERVICES)},
+            grpc_ports,
             procs,
             {svc: port(2 + len(SERVICES) + i) for i, svc in enumerate(SERVICES)},
-            base_port + 2 + 2 * len(SERVICES) if base_port else settings.http_port,
+            http_port,
             auth_token=settings.auth_token,
         )
         env = stack.env()
@@ -283,13 +332,54 @@ def up(home: Path, base_port: int = 0) -> Stack:
         procs.append(proc)
         popens.append((proc, popen))
         for proc, popen in popens:
-            wait_port(proc.port, 60, popen)
+            wait_port(proc, 60, popen)
+        procs.append(_start_supervisor(home))
         save_stack(stack)
         return stack
     except BaseException:
         for proc in reversed(procs):
             stop_pid(proc.pid, grace=3)
         raise
+
+
+def _start_supervisor(home: Path) -> Proc:
+    cmd = [sys.executable, "-m", "services.cli.supervisor", str(home)]
+    proc, _ = spawn("supervisor", cmd, home / "logs")
+    return proc
+
+
+def revive(stack: Stack, wait_s: float = 90.0) -> Stack:
+    """Brings every process of a running stack back up, restarting only the dead ones.
+
+    With its supervisor alive, waits for it to restart them; otherwise restarts them here
+    (Redis and S3 first) and starts a new supervisor.
+    """
+    home = Path(stack.home)
+    supervisor = next((p for p in stack.procs if p.name == "supervisor"), None)
+    if supervisor is None or not pid_alive(supervisor.pid):
+        dead = [p for p in stack.procs if p.name != "supervisor" and not pid_alive(p.pid)]
+        dead.sort(key=lambda p: p.name not in ("redis", "s3"))
+        alive = [p for p in stack.procs if p.name != "supervisor" and p not in dead]
+        for proc in dead:
+            new, popen = respawn(proc)
+            alive.append(new)
+            if proc.name in ("redis", "s3"):
+                wait_port(new, 30, popen)
+        stack.procs = [*alive, _start_supervisor(home)]
+        save_stack(stack)
+    deadline = time.monotonic() + wait_s
+    while True:
+        current = load_stack(home) or stack
+        down_now = [p for p in current.procs if not pid_alive(p.pid) or not _listening(p)]
+        if not down_now:
+            return current
+        if time.monotonic() > deadline:
+            raise StartFailed("; ".join(_failure(p, "still down") for p in down_now))
+        time.sleep(0.5)
+
+
+def _listening(proc: Proc) -> bool:
+    return not proc.port or port_open(proc.port)
 
 
 def _ensure_bucket(env: dict[str, str]) -> None:
@@ -301,12 +391,19 @@ def _ensure_bucket(env: dict[str, str]) -> None:
 
 
 def down(home: Path) -> list[str]:
-    """Stops every process of the stack (servers and workers first); returns their names."""
+    """Stops every process of the stack (its supervisor first, Redis and S3 last); returns
+    their names. Their data stays under home."""
     stack = load_stack(home)
     if not stack:
         return []
     stopped = []
-    for proc in sorted(stack.procs, key=lambda p: p.name in ("redis", "s3")):
+    for proc in stack.procs:
+        if proc.name == "supervisor":
+            stop_pid(proc.pid)
+            stopped.append(proc.name)
+    stack = load_stack(home) or stack  # the supervisor may have restarted one meanwhile
+    rest = [p for p in stack.procs if p.name != "supervisor"]
+    for proc in sorted(rest, key=lambda p: p.name in ("redis", "s3")):
         stop_pid(proc.pid)
         stopped.append(proc.name)
     state_file(home).unlink(missing_ok=True)

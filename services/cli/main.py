@@ -57,13 +57,7 @@ def up(
 
     with console.status("starting the embedded stack..."):
         stack = start(_home(), base_port)
-    if stack.s3_kind == "moto":
-        console.print(
-            "[yellow]S3:[/] no MinIO binary on PATH, using moto's in-memory S3 "
-            f"server on 127.0.0.1:{stack.s3_port} (objects vanish at `kiln down`)"
-        )
-    else:
-        console.print(f"S3: MinIO on 127.0.0.1:{stack.s3_port}")
+    console.print(f"S3 ({stack.s3_kind}) on 127.0.0.1:{stack.s3_port}, objects in {stack.home}/s3")
     console.print(f"Redis on 127.0.0.1:{stack.redis_port}; logs in {stack.home}/logs")
     _print_status()
 

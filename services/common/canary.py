@@ -17,22 +17,28 @@ from services.common.jobs import JobContext, JobResult, job_task
 
 MAX_SHARDS = 1000
 MAX_SHARD_SECONDS = 60.0
+MAX_ALLOCATE_MB = 65536
 
 
-def validate(shards: int, shard_seconds: float) -> dict[str, Any]:
+def validate(shards: int, shard_seconds: float, allocate_mb: int = 0) -> dict[str, Any]:
     if not 1 <= shards <= MAX_SHARDS:
         raise InvalidInput("shards", f"must be in 1..{MAX_SHARDS}, got {shards}")
     if not 0 <= shard_seconds <= MAX_SHARD_SECONDS:
         raise InvalidInput(
             "shard_seconds", f"must be in 0..{MAX_SHARD_SECONDS:g}, got {shard_seconds}"
         )
-    return {"shards": shards, "shard_seconds": shard_seconds}
+    if not 0 <= allocate_mb <= MAX_ALLOCATE_MB:
+        raise InvalidInput("allocate_mb", f"must be in 0..{MAX_ALLOCATE_MB}, got {allocate_mb}")
+    return {"shards": shards, "shard_seconds": shard_seconds, "allocate_mb": allocate_mb}
 
 
 def run_canary(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     shards, seconds = int(payload["shards"]), float(payload["shard_seconds"])
-    refs, reused = [], 0
+    allocate = int(payload.get("allocate_mb", 0)) << 20
+    refs, reused, held = [], 0, []
     for index in range(shards):
+        if allocate:
+            held.append(bytearray(allocate))
         key = ctx.output_key(f"shard-{index:05d}.json")
         try:
             ctx.objects.get_bytes(key)  # verifies the sha256 of what an earlier delivery wrote

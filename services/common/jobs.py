@@ -4,6 +4,14 @@ The record in Redis is the one source of truth a server reads for GetJob/WatchJo
 A job is submitted once per client request_id (idempotency key), delivered at least once
 (acks_late + reject_on_worker_lost), and its task body writes outputs to deterministic keys
 under `runs/<job_id>/` so a redelivery can skip what is already written.
+
+Supervision: the delivery that runs a job owns it (`owner`, host:pid) and heartbeats every
+KILN_JOB_HEARTBEAT_S. A second delivery of a job whose owner is alive does nothing. The
+service's server requeues a RUNNING job whose heartbeat is older than KILN_JOB_LOST_AFTER_S
+(its worker died with its message unacknowledged) and fails it after KILN_JOB_MAX_ATTEMPTS
+deliveries. CancelJob is cooperative first (the body's next progress report raises Cancelled)
+and forced after KILN_CANCEL_GRACE_S (the heartbeat records CANCELLED and kills its process;
+the worker starts a fresh child). A job ends once: the first terminal state recorded wins.
 """
 
 from __future__ import annotations
@@ -12,6 +20,11 @@ import hashlib
 import json
 import logging
 import os
+import resource
+import signal
+import socket
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +32,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from services.common.errors import Cancelled, InvalidInput, KilnError, NotFound, Unavailable
+from services.common.errors import (
+    Cancelled,
+    InvalidInput,
+    KilnError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.common.logs import job_id_var
 from services.common.objectstore import ObjectRef, ObjectStore
 from services.common.settings import Settings, get_settings
@@ -53,6 +73,9 @@ class JobRecord:
     error: str = ""
     attempts: int = 0
     cancel_requested: bool = False
+    owner: str = ""  # host:pid of the delivery running it
+    heartbeat_at: float = 0.0
+    payload: dict[str, Any] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
@@ -85,7 +108,8 @@ def redis_client(settings: Settings | None = None) -> Any:
 
 
 class JobStore:
-    """Job records as Redis hashes `kiln:job:<id>`, indexed per service by creation time."""
+    """Job records as Redis hashes `kiln:job:<id>`, indexed per service by creation time, with
+    the set `kiln:active:<service>` holding the ids of jobs not yet ended."""
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
@@ -93,6 +117,10 @@ class JobStore:
     @staticmethod
     def _key(job_id: str) -> str:
         return f"kiln:job:{job_id}"
+
+    @staticmethod
+    def _active(service: str) -> str:
+        return f"kiln:active:{service}"
 
     def _run(self, what: str, fn: Callable[[], Any]) -> Any:
         import redis
@@ -117,12 +145,16 @@ class JobStore:
             "error": "",
             "attempts": 0,
             "cancel_requested": 0,
+            "owner": "",
+            "heartbeat_at": 0.0,
+            "payload": json.dumps(record.payload),
         }
 
         def write() -> None:
             pipe = self.redis.pipeline()
             pipe.hset(self._key(record.id), mapping=fields)
             pipe.zadd(f"kiln:jobs:{record.service}", {record.id: record.created_at})
+            pipe.sadd(self._active(record.service), record.id)
             pipe.execute()
 
         self._run("create", write)
@@ -147,32 +179,109 @@ class JobStore:
             error=raw.get("error", ""),
             attempts=int(raw.get("attempts", 0)),
             cancel_requested=raw.get("cancel_requested") == "1",
+            owner=raw.get("owner", ""),
+            heartbeat_at=float(raw.get("heartbeat_at") or 0.0),
+            payload=json.loads(raw.get("payload") or "{}"),
         )
 
     def _set(self, job_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
         self._run("update", lambda: self.redis.hset(self._key(job_id), mapping=fields))
 
-    def mark_running(self, job_id: str) -> int:
-        """Counts a delivery and marks the job RUNNING; returns the attempt number."""
-        attempts = self._run("start", lambda: self.redis.hincrby(self._key(job_id), "attempts"))
-        self._set(job_id, state=JobState.RUNNING.value)
-        return int(attempts)
+    def _transition(self, job_id: str, what: str, decide: Callable[[JobRecord], Any]) -> Any:
+        """Reads the record and applies decide's fields atomically (optimistic WATCH/MULTI).
+
+        decide returns (fields to set or None to leave the record, value to return).
+        """
+        import redis
+
+        key = self._key(job_id)
+
+        def attempt() -> Any:
+            with self.redis.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        record = self.get(job_id)
+                        fields, value = decide(record)
+                        pipe.multi()
+                        if fields:
+                            pipe.hset(key, mapping={**fields, "updated_at": time.time()})
+                            if fields.get("state") in TERMINAL:
+                                pipe.srem(self._active(record.service), job_id)
+                        pipe.execute()
+                        return value
+                    except redis.WatchError:
+                        continue
+
+        return self._run(what, attempt)
+
+    def claim(self, job_id: str, owner: str, lost_after_s: float) -> int | None:
+        """Makes `owner` the delivery running the job and counts the attempt.
+
+        None when the job has ended or another delivery holds it: its owner heartbeat less
+        than lost_after_s ago and, when on this host, its process is alive.
+        """
+
+        def decide(record: JobRecord) -> tuple[dict[str, Any] | None, int | None]:
+            if record.terminal:
+                return None, None
+            if record.state == JobState.RUNNING and owner_alive(
+                record.owner, record.heartbeat_at, lost_after_s
+            ):
+                return None, None
+            attempts = record.attempts + 1
+            fields = {
+                "state": JobState.RUNNING.value,
+                "attempts": attempts,
+                "owner": owner,
+                "heartbeat_at": time.time(),
+                "error": "",
+            }
+            return fields, attempts
+
+        return self._transition(job_id, "claim", decide)
+
+    def heartbeat(self, job_id: str, owner: str) -> tuple[bool, bool]:
+        """Records that owner still runs the job; returns (still its owner, cancel requested)."""
+        key = self._key(job_id)
+        current, state, cancel = self._run(
+            "heartbeat", lambda: self.redis.hmget(key, "owner", "state", "cancel_requested")
+        )
+        owned = current == owner and state == JobState.RUNNING.value
+        if owned:
+            self._run("heartbeat", lambda: self.redis.hset(key, "heartbeat_at", time.time()))
+        return owned, cancel == "1"
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._set(job_id, progress=json.dumps(progress, default=float))
 
     def finish(
         self, job_id: str, state: JobState, result: JobResult | None = None, error: str = ""
-    ) -> None:
+    ) -> bool:
+        """Ends the job unless it has already ended; returns whether this call ended it."""
         result = result or JobResult()
-        self._set(
-            job_id,
-            state=state.value,
-            error=error,
-            outputs=json.dumps([o.to_dict() for o in result.outputs]),
-            summary=json.dumps(result.summary, default=str),
-        )
+        fields = {
+            "state": state.value,
+            "error": error,
+            "outputs": json.dumps([o.to_dict() for o in result.outputs]),
+            "summary": json.dumps(result.summary, default=str),
+        }
+
+        def decide(record: JobRecord) -> tuple[dict[str, Any] | None, bool]:
+            return (None, False) if record.terminal else (fields, True)
+
+        return self._transition(job_id, "finish", decide)
+
+    def requeue(self, job_id: str, reason: str) -> bool:
+        """RUNNING -> QUEUED for a new delivery, unless the job changed meanwhile."""
+
+        def decide(record: JobRecord) -> tuple[dict[str, Any] | None, bool]:
+            if record.state != JobState.RUNNING:
+                return None, False
+            return {"state": JobState.QUEUED.value, "owner": "", "error": reason}, True
+
+        return self._transition(job_id, "requeue", decide)
 
     def request_cancel(self, job_id: str) -> None:
         self._set(job_id, cancel_requested=1)
@@ -225,6 +334,41 @@ class JobStore:
                 break
         return records
 
+    def active(self, service: str) -> list[JobRecord]:
+        """The service's jobs that have not ended (QUEUED or RUNNING)."""
+        ids = self._run("active", lambda: self.redis.smembers(self._active(service)))
+        records, gone = [], []
+        for job_id in ids:
+            try:
+                records.append(self.get(job_id))
+            except NotFound:
+                gone.append(job_id)
+        if gone:
+            self._run("active", lambda: self.redis.srem(self._active(service), *gone))
+        return records
+
+
+def this_process() -> str:
+    """The owner name of a delivery running in this process: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str, heartbeat_at: float, lost_after_s: float) -> bool:
+    """Whether a job's owner still runs it: a heartbeat newer than lost_after_s and, for an
+    owner on this host, a live process (a dead one is known at once, not after the wait)."""
+    if not owner or time.time() - heartbeat_at > lost_after_s:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 def fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -265,21 +409,25 @@ class JobManager:
             request_id=request_id,
             created_at=now,
             updated_at=now,
+            payload=payload,
         )
         try:
             self.store.create(record)
-            self.celery.send_task(
-                f"kiln.{self.service}.{kind}",
-                args=[job_id, payload],
-                task_id=job_id,
-                queue=self.service,
-            )
+            self._send(record)
         except Exception as exc:
             self.store.release_request(self.service, request_id)
             if isinstance(exc, KilnError):
                 raise
             raise Unavailable(f"could not queue the job on {self.service}: {exc}") from exc
         return record
+
+    def _send(self, record: JobRecord) -> None:
+        self.celery.send_task(
+            f"kiln.{self.service}.{record.kind}",
+            args=[record.id, record.payload],
+            task_id=record.id,
+            queue=self.service,
+        )
 
     def get(self, job_id: str) -> JobRecord:
         return self.store.get(job_id)
@@ -288,15 +436,48 @@ class JobManager:
         return self.store.list(self.service, limit, states)
 
     def cancel(self, job_id: str) -> JobRecord:
-        """Cooperative cancel: a queued job never runs; a running one stops at its next report."""
+        """A queued job ends CANCELLED now and never runs; a running one stops at its next
+        progress report, or is stopped by force after KILN_CANCEL_GRACE_S."""
         record = self.store.get(job_id)
         if record.terminal:
             return record
         self.store.request_cancel(job_id)
-        self.celery.control.revoke(job_id)
         if record.state == JobState.QUEUED:
             self.store.finish(job_id, JobState.CANCELLED, error="cancelled before it started")
         return self.store.get(job_id)
+
+    def recover_lost(self) -> list[tuple[str, JobState]]:
+        """Requeues the RUNNING jobs whose worker is gone (no heartbeat for
+        KILN_JOB_LOST_AFTER_S); fails those that used KILN_JOB_MAX_ATTEMPTS deliveries and ends
+        the cancelled ones. Returns (job id, its new state) for each."""
+        lost_after = self.settings.job_lost_after_s
+        recovered = []
+        for record in self.store.active(self.service):
+            if record.state != JobState.RUNNING or owner_alive(
+                record.owner, record.heartbeat_at, lost_after
+            ):
+                continue
+            silent = time.time() - record.heartbeat_at
+            reason = f"its worker {record.owner or '?'} was lost (no heartbeat for {silent:.0f} s)"
+            if record.cancel_requested:
+                state = JobState.CANCELLED
+                ended = self.store.finish(record.id, state, error=f"cancelled; {reason}")
+            elif record.attempts >= self.settings.job_max_attempts:
+                state = JobState.FAILED
+                ended = self.store.finish(
+                    record.id, state, error=f"{reason} on attempt {record.attempts}; giving up"
+                )
+            else:
+                state = JobState.QUEUED
+                ended = self.store.requeue(
+                    record.id, f"requeued after attempt {record.attempts}: {reason}"
+                )
+                if ended:
+                    self._send(record)
+            if ended:
+                log.warning("job %s: %s -> %s", record.id, reason, state.value)
+                recovered.append((record.id, state))
+        return recovered
 
 
 class JobContext:
@@ -395,52 +576,152 @@ def _finish(
             delay = min(2 * delay, 10.0)
 
 
+class Heartbeat(threading.Thread):
+    """Keeps a running job's ownership fresh and makes its cancellation stop the work.
+
+    Every KILN_JOB_HEARTBEAT_S it records the heartbeat. Once the job's owner asked to cancel,
+    the body has KILN_CANCEL_GRACE_S to stop at its next progress report; after that, and at
+    once when another delivery took the job over, `stop_by_force` runs (in a worker child: the
+    job is recorded CANCELLED and the process killed; its Celery worker starts a fresh child).
+    """
+
+    def __init__(
+        self,
+        jobs: JobStore,
+        job_id: str,
+        owner: str,
+        settings: Settings,
+        stop_by_force: Callable[[], None],
+    ) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.jobs, self.job_id, self.owner = jobs, job_id, owner
+        self.interval, self.grace = settings.job_heartbeat_s, settings.cancel_grace_s
+        self.stop_by_force = stop_by_force
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        deadline = None
+        while not self.done.wait(self.interval):
+            try:
+                owned, cancel = self.jobs.heartbeat(self.job_id, self.owner)
+                if owned and not cancel:
+                    continue
+                if deadline is None:
+                    deadline = time.monotonic() + (self.grace if owned else 0.0)
+                if time.monotonic() < deadline:
+                    continue
+                if owned:
+                    self.jobs.finish(
+                        self.job_id,
+                        JobState.CANCELLED,
+                        error=f"cancelled; stopped by force after {self.grace:g} s",
+                    )
+            except Unavailable as exc:
+                log.warning("heartbeat not recorded: %s", exc)
+                continue
+            log.warning("job %s is %s: stopping it", self.job_id, "cancelled" if owned else "lost")
+            self.stop_by_force()
+            return
+
+
+_in_worker_child = False
+
+
+def _kill_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def memory_cap_mb(settings: Settings) -> int:
+    """KILN_WORKER_MEMORY_MB resolved: -1 is half of physical memory (no cap where CUDA is
+    in use: its driver reserves far more address space than it touches); 0 is no cap."""
+    if settings.worker_memory_mb >= 0:
+        return settings.worker_memory_mb
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return 0
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (2 << 20)
+
+
+def _init_worker_child(**_: Any) -> None:
+    """In each prefork child: allow the hard stop and cap the child's address space."""
+    global _in_worker_child
+    _in_worker_child = True
+    cap = memory_cap_mb(get_settings())
+    if cap:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (cap << 20, hard))
+        log.info("worker child %d: address space capped at %d MiB", os.getpid(), cap)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    )
+
+
 def job_task(app: Any, name: str, **options: Any) -> Callable[[TaskBody], Any]:
     """Registers body as Celery task `name`, wrapped in the job lifecycle.
 
-    The wrapper skips jobs already finished (a redelivery after success), marks RUNNING and
-    counts attempts, maps Cancelled to CANCELLED and other errors to FAILED with a message.
+    The wrapper skips deliveries of jobs that ended or that a live delivery runs, claims the
+    job (RUNNING, attempt counted, heartbeat started), fails it past KILN_JOB_MAX_ATTEMPTS,
+    maps Cancelled to CANCELLED, running out of memory to FAILED ResourceExhausted (the
+    worker lives on), and other errors to FAILED with a message.
     """
+    from celery.signals import worker_process_init
+
+    worker_process_init.connect(_init_worker_child, weak=False, dispatch_uid="kiln-job-child")
 
     def decorate(body: TaskBody) -> Any:
         @app.task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True, **options)
         def run(self: Any, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
             token = job_id_var.set(job_id)
             try:
-                jobs, objects = worker_resources()
-                record = jobs.get(job_id)
-                if record.terminal:
-                    log.info("job already %s; skipping redelivery", record.state)
-                    return {"state": record.state.value}
-                if record.cancel_requested:
-                    jobs.finish(job_id, JobState.CANCELLED, error="cancelled before it started")
-                    return {"state": JobState.CANCELLED.value}
-                attempt = jobs.mark_running(job_id)
-                ctx = JobContext(
-                    job_id,
-                    attempt,
-                    jobs,
-                    objects,
-                    on_progress=lambda p: _celery_progress(self, p),
-                )
-                try:
-                    result = body(ctx, payload)
-                except Cancelled as exc:
-                    _finish(jobs, job_id, JobState.CANCELLED, error=str(exc))
-                    return {"state": JobState.CANCELLED.value}
-                except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                    _finish(jobs, job_id, JobState.FAILED, error=error)
-                    log.exception("job failed")
-                    raise
-                _finish(jobs, job_id, JobState.SUCCEEDED, result)
-                return {
-                    "state": JobState.SUCCEEDED.value,
-                    "outputs": [o.to_dict() for o in result.outputs],
-                }
+                return _run_job(self, body, job_id, payload)
             finally:
                 job_id_var.reset(token)
 
         return run
 
     return decorate
+
+
+def _run_job(task: Any, body: TaskBody, job_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    settings = get_settings()
+    jobs, objects = worker_resources()
+    owner = this_process()
+    attempt = jobs.claim(job_id, owner, settings.job_lost_after_s)
+    if attempt is None:
+        record = jobs.get(job_id)
+        log.info("job is %s (owner %s); skipping this delivery", record.state, record.owner)
+        return {"state": record.state.value}
+    if attempt > settings.job_max_attempts:
+        error = f"delivered {attempt} times (KILN_JOB_MAX_ATTEMPTS={settings.job_max_attempts})"
+        _finish(jobs, job_id, JobState.FAILED, error=f"giving up: {error}")
+        return {"state": JobState.FAILED.value}
+    if jobs.cancel_requested(job_id):
+        _finish(jobs, job_id, JobState.CANCELLED, error="cancelled before it started")
+        return {"state": JobState.CANCELLED.value}
+    ctx = JobContext(
+        job_id, attempt, jobs, objects, on_progress=lambda p: _celery_progress(task, p)
+    )
+    stop = _kill_this_process if _in_worker_child else lambda: None
+    heartbeat = Heartbeat(jobs, job_id, owner, settings, stop)
+    heartbeat.start()
+    try:
+        result = body(ctx, payload)
+    except Cancelled as exc:
+        _finish(jobs, job_id, JobState.CANCELLED, error=str(exc))
+        return {"state": JobState.CANCELLED.value}
+    except Exception as exc:
+        if _out_of_memory(exc):
+            exc = ResourceExhausted(
+                f"the job ran out of memory under its worker's cap of "
+                f"{memory_cap_mb(settings)} MiB (KILN_WORKER_MEMORY_MB): {exc}"
+            )
+        _finish(jobs, job_id, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
+        log.exception("job failed")
+        return {"state": JobState.FAILED.value}
+    finally:
+        heartbeat.done.set()
+    _finish(jobs, job_id, JobState.SUCCEEDED, result)
+    return {"state": JobState.SUCCEEDED.value, "outputs": [o.to_dict() for o in result.outputs]}

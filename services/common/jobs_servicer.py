@@ -118,7 +118,7 @@ class JobsServicer(common_pb2_grpc.JobsServicer):
     async def SubmitCanary(
         self, request: common_pb2.SubmitCanaryRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Job:
-        payload = canary.validate(request.shards, request.shard_seconds)
+        payload = canary.validate(request.shards, request.shard_seconds, request.allocate_mb)
         record = await asyncio.to_thread(self.manager.submit, "canary", payload, request.request_id)
         return job_to_pb(record)
 

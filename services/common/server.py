@@ -1,9 +1,10 @@
 """gRPC server bootstrap shared by the five services (grpc.aio).
 
 Every server gets: metrics, auth and error interceptors (Prometheus /metrics on
-KILN_METRICS_PORT), the kiln.common.v1.Jobs service for its own
-queue, health (per service and overall), reflection, the message cap, optional TLS/mTLS, and
-a SIGTERM drain: health goes NOT_SERVING, then the server stops with a grace period.
+KILN_METRICS_PORT), the kiln.common.v1.Jobs service for its own queue and the loop that
+requeues its jobs whose worker was lost, health (per service and overall), reflection, the
+message cap, optional TLS/mTLS, and a SIGTERM drain: health goes NOT_SERVING, then the
+server stops with a grace period.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.clients import KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS
+from services.common.errors import Unavailable
 from services.common.interceptors import AuthInterceptor, ErrorInterceptor
 from services.common.jobs import JobManager
 from services.common.jobs_servicer import register_jobs
@@ -40,18 +42,35 @@ class KilnServer:
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
     settings: Settings
+    jobs: JobManager
     port: int = 0
     metrics_port: int = 0
+    _recovery: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.server.start()
         self.metrics_port = serve_metrics(self.service, self.settings)
         for name in (*self.service_names, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._recovery = asyncio.create_task(self._recover_lost_jobs())
 
     async def stop(self, grace: float) -> None:
+        if self._recovery:
+            self._recovery.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+
+    async def _recover_lost_jobs(self) -> None:
+        """Every third of KILN_JOB_LOST_AFTER_S: requeue the jobs whose worker is gone."""
+        interval = max(1.0, self.settings.job_lost_after_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.jobs.recover_lost)
+            except Unavailable as exc:
+                log.warning("lost-job recovery skipped: %s", exc)
+            except Exception:
+                log.exception("lost-job recovery failed")
 
 
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -105,7 +124,7 @@ def build_server(
         port = server.add_secure_port(address, credentials)
     else:
         port = server.add_insecure_port(address)
-    return KilnServer(service, server, health_servicer, tuple(names), settings, port)
+    return KilnServer(service, server, health_servicer, tuple(names), settings, jobs, port)
 
 
 async def serve(service: str, registrar: Registrar, settings: Settings | None = None) -> None:

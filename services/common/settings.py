@@ -64,6 +64,30 @@ class Settings(BaseSettings):
         300.0, description="how long a worker waits for Redis to come back to record a job's end"
     )
     worker_concurrency: int = Field(1, description="prefork children per worker")
+    job_heartbeat_s: float = Field(
+        2.0, gt=0, description="how often a running job's worker records it is alive"
+    )
+    job_lost_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="a RUNNING job without a heartbeat for this long has lost its worker: "
+        "its server requeues it",
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, description="deliveries of a job before a lost worker makes it FAILED"
+    )
+    cancel_grace_s: float = Field(
+        5.0,
+        ge=0,
+        description="after CancelJob, how long a running job may take to stop at its next "
+        "progress report before its worker process is killed",
+    )
+    worker_memory_mb: int = Field(
+        -1,
+        ge=-1,
+        description="address-space cap of each worker child (MiB): a job past it FAILS with "
+        "RESOURCE_EXHAUSTED; -1: half of physical memory, 0: no cap",
+    )
 
     max_concurrent_generations: int = Field(
         0,

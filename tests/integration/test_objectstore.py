@@ -1,4 +1,4 @@
-"""ObjectStore against a real S3 server (moto) on loopback."""
+"""ObjectStore against a real S3 server (nanio, or MinIO when on PATH) on loopback."""
 
 from __future__ import annotations
 

@@ -127,11 +127,13 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class SubmitCanaryRequest(_message.Message):
-    __slots__ = ("request_id", "shards", "shard_seconds")
+    __slots__ = ("request_id", "shards", "shard_seconds", "allocate_mb")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     SHARD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATE_MB_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     shards: int
     shard_seconds: float
-    def __init__(self, request_id: _Optional[str] = ..., shards: _Optional[int] = ..., shard_seconds: _Optional[float] = ...) -> None: ...
+    allocate_mb: int
+    def __init__(self, request_id: _Optional[str] = ..., shards: _Optional[int] = ..., shard_seconds: _Optional[float] = ..., allocate_mb: _Optional[int] = ...) -> None: ...
