@@ -228,25 +228,29 @@ def service_cmd(service: str, role: str) -> list[str]:
 
 def stop_pid(pid: int, grace: float = 10.0) -> None:
     """SIGTERM the process group of pid, then SIGKILL what is left after grace."""
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+    stop_pids([pid], grace)
+
+
+def stop_pids(pids: list[int], grace: float = 10.0) -> None:
+    """SIGTERM the process groups of pids together, then SIGKILL what is left after grace."""
+    groups = {}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            groups[pid] = os.getpgid(pid)
+            os.killpg(groups[pid], signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        _reap(pid)
+    while groups and time.monotonic() < deadline:
+        for pid, group in list(groups.items()):
+            _reap(pid)
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                del groups[pid]
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    _reap(pid)
+    for pid, group in groups.items():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        _reap(pid)
 
 
 def _reap(pid: int) -> None:
@@ -337,8 +341,7 @@ def up(home: Path, base_port: int = 0) -> Stack:
         save_stack(stack)
         return stack
     except BaseException:
-        for proc in reversed(procs):
-            stop_pid(proc.pid, grace=3)
+        stop_pids([p.pid for p in procs], grace=3)
         raise
 
 
@@ -357,15 +360,13 @@ def revive(stack: Stack, wait_s: float = 90.0) -> Stack:
     home = Path(stack.home)
     supervisor = next((p for p in stack.procs if p.name == "supervisor"), None)
     if supervisor is None or not pid_alive(supervisor.pid):
-        dead = [p for p in stack.procs if p.name != "supervisor" and not pid_alive(p.pid)]
-        dead.sort(key=lambda p: p.name not in ("redis", "s3"))
-        alive = [p for p in stack.procs if p.name != "supervisor" and p not in dead]
-        for proc in dead:
-            new, popen = respawn(proc)
-            alive.append(new)
-            if proc.name in ("redis", "s3"):
-                wait_port(new, 30, popen)
-        stack.procs = [*alive, _start_supervisor(home)]
+        procs = [p for p in stack.procs if p.name != "supervisor"]
+        dead = [i for i, p in enumerate(procs) if not pid_alive(p.pid)]
+        for index in sorted(dead, key=lambda i: procs[i].name not in ("redis", "s3")):
+            procs[index], popen = respawn(procs[index])
+            if procs[index].name in ("redis", "s3"):
+                wait_port(procs[index], 30, popen)
+        stack.procs = [*procs, _start_supervisor(home)]
         save_stack(stack)
     deadline = time.monotonic() + wait_s
     while True:
@@ -396,15 +397,13 @@ def down(home: Path) -> list[str]:
     stack = load_stack(home)
     if not stack:
         return []
-    stopped = []
-    for proc in stack.procs:
-        if proc.name == "supervisor":
-            stop_pid(proc.pid)
-            stopped.append(proc.name)
+    supervisor = [p for p in stack.procs if p.name == "supervisor"]
+    stop_pids([p.pid for p in supervisor])
     stack = load_stack(home) or stack  # the supervisor may have restarted one meanwhile
-    rest = [p for p in stack.procs if p.name != "supervisor"]
-    for proc in sorted(rest, key=lambda p: p.name in ("redis", "s3")):
-        stop_pid(proc.pid)
-        stopped.append(proc.name)
+    services = [p for p in stack.procs if p.name not in ("supervisor", "redis", "s3")]
+    stop_pids([p.pid for p in services])
+    storage = [p for p in stack.procs if p.name in ("redis", "s3")]
+    stop_pids([p.pid for p in storage])
+    stopped = [p.name for p in (*supervisor, *services, *storage)]
     state_file(home).unlink(missing_ok=True)
     return stopped

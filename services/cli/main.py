@@ -245,7 +245,13 @@ def jobs_cancel(job_id: str, service: str = SERVICE_OPTION) -> None:
 
 @jobs_app.command("canary")
 def jobs_canary(
-    service: str = SERVICE_OPTION, shards: int = 4, shard_seconds: float = 0.2, watch: bool = True
+    service: str = SERVICE_OPTION,
+    shards: int = 4,
+    shard_seconds: float = 0.2,
+    allocate_mb: int = typer.Option(
+        0, help="MiB each shard holds: checks the worker's memory cap (KILN_WORKER_MEMORY_MB)"
+    ),
+    watch: bool = True,
 ) -> None:
     """Submit the canary job (queue -> worker -> object store) and watch it."""
     from kiln.common.v1 import common_pb2
@@ -253,7 +259,10 @@ def jobs_canary(
     with _client(service) as client:
         job = client.jobs.SubmitCanary(
             common_pb2.SubmitCanaryRequest(
-                request_id=uuid.uuid4().hex, shards=shards, shard_seconds=shard_seconds
+                request_id=uuid.uuid4().hex,
+                shards=shards,
+                shard_seconds=shard_seconds,
+                allocate_mb=allocate_mb,
             )
         )
     console.print(f"job {job.id}")

@@ -5,19 +5,36 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import openai
 
-from services.cli.embedded import free_port, load_stack, pid_alive, state_file
-from services.common.settings import SERVICES
+from services.cli.embedded import Proc, Stack, free_port, load_stack, pid_alive, state_file
+from services.common.objectstore import ObjectStore
+from services.common.settings import SERVICES, Settings
 from tests.toolsynth_fixtures import TOOLS
 
 ROOT = Path(__file__).resolve().parents[2]
 KILN = [sys.executable, "-m", "services.cli.main"]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def proc_of(stack: Stack, name: str) -> Proc:
+    (proc,) = [p for p in stack.procs if p.name == name]
+    return proc
 
 
 def readme_client_snippet() -> str:
@@ -46,7 +63,7 @@ def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("SERVING") == 5 and status.stdout.count(" up ") == 5
         stack = load_stack(tmp_path / "home")
-        assert stack is not None and len(stack.procs) == 13
+        assert stack is not None and len(stack.procs) == 14
         api = f"http://127.0.0.1:{env['KILN_HTTP_PORT']}/v1"
         assert f"OpenAI-compatible API: {api} (up)" in status.stdout
         metrics_url = f"http://127.0.0.1:{stack.metrics_ports['judge']}/metrics"
@@ -98,12 +115,45 @@ def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
         assert synth.returncode == 0, synth.stdout + synth.stderr
         assert re.search(r"rules\s+│\s+\d+\s+│", synth.stdout), synth.stdout
         assert '"dialogs": 4' in synth.stdout and '"calls": 0' in synth.stdout
+
+        pids = {p.name: p.pid for p in stack.procs}
+        os.killpg(pids["trainer-worker"], signal.SIGKILL)  # main process and pool child
+        revived = wait_for(
+            lambda: (s := load_stack(tmp_path / "home")) and proc_of(s, "trainer-worker").restarts,
+            30,
+            "the supervisor to restart the trainer worker",
+        )
+        assert revived == 1
+        assert "trainer-worker (pid" in (tmp_path / "home/logs/supervisor.log").read_text()
+        for name in ("supervisor", "inference-openai"):
+            os.killpg(pids[name], signal.SIGKILL)
+        again = kiln("up")  # on a running stack: only the dead come back; state stays
+        assert again.returncode == 0, again.stdout + again.stderr
+        stack = load_stack(tmp_path / "home")
+        assert stack is not None
+        after = {p.name: p.pid for p in stack.procs}
+        restarted = {name for name in pids if after[name] != pids[name]}
+        assert restarted == {"supervisor", "inference-openai", "trainer-worker"}
+        assert "tiny" in kiln("models", "list").stdout, "the inference server kept its model"
     finally:
         down = kiln("down")
-    assert down.returncode == 0 and "stopped 13 processes" in down.stdout
+    assert down.returncode == 0 and "stopped 14 processes" in down.stdout
     assert not any(pid_alive(p.pid) for p in stack.procs), "kiln down left a process behind"
     assert load_stack(tmp_path / "home") is None
     assert kiln("status").returncode == 1
+
+    (manifest,) = re.findall(r"manifest: (runs/\S+)", run.stdout)
+    up = kiln("up")  # Redis and S3 kept their data on disk
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        jobs = kiln("jobs", "get", manifest.split("/")[1], "--service", "trainer")
+        assert '"JOB_STATE_SUCCEEDED"' in jobs.stdout, jobs.stdout + jobs.stderr
+        stack = load_stack(tmp_path / "home")
+        assert stack is not None
+        store = ObjectStore(Settings(**{k[5:].lower(): v for k, v in stack.env().items()}))
+        assert store.is_committed(manifest.removesuffix("/MANIFEST.json"))
+    finally:
+        assert kiln("down").returncode == 0
 
 
 def test_demo_runs_every_stage_and_commits_its_artifacts(tmp_path: Path) -> None:
