@@ -16,6 +16,7 @@ the worker starts a fresh child). A job ends once: the first terminal state reco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -390,6 +391,19 @@ class JobManager:
         self.settings = settings or get_settings()
         self.celery = celery or make_celery(service, self.settings)
         self.store = store or JobStore(redis_client(self.settings))
+
+    @functools.cached_property
+    def objects(self) -> ObjectStore:
+        """The object store the service's jobs read their inputs from."""
+        return ObjectStore(self.settings)
+
+    def input(
+        self, ref: ObjectRef, field: str, max_bytes: int = 0, limit: str = "KILN_MAX_INPUT_BYTES"
+    ) -> dict[str, Any]:
+        """A job's input object checked at submit (stored, at most max_bytes, by default
+        KILN_MAX_INPUT_BYTES), as payload JSON; InvalidInput on `field` otherwise."""
+        checked = self.objects.input(ref, field, max_bytes or self.settings.max_input_bytes, limit)
+        return ObjectRef(ref.bucket, ref.key, ref.sha256 or checked.sha256, checked.size).to_dict()
 
     def submit(self, kind: str, payload: dict[str, Any], request_id: str) -> JobRecord:
         """Queues `kiln.<service>.<kind>` once per request_id; returns the job record."""

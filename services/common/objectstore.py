@@ -187,6 +187,22 @@ class ObjectStore:
         sha = meta.get(f"x-amz-meta-{SHA_META}", "")
         return ObjectRef(self.bucket, key, sha, int(info.size))
 
+    def input(self, ref: ObjectRef, field: str, max_bytes: int, limit: str) -> ObjectRef:
+        """A job's input object, checked at submit: in this bucket, stored, and at most
+        max_bytes (the setting named `limit`); InvalidInput on `field` otherwise."""
+        expected = self._expected(ref)
+        try:
+            stored = self.stat(expected.key)
+        except NotFound:
+            raise InvalidInput(field, f"no object at {expected.key!r}") from None
+        if stored.size > max_bytes:
+            raise InvalidInput(
+                field,
+                f"{expected.key!r} is {stored.size:,} bytes, over the limit of {max_bytes:,} "
+                f"({limit})",
+            )
+        return stored
+
     def exists(self, key: str) -> bool:
         try:
             self.stat(key)

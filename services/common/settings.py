@@ -89,6 +89,19 @@ class Settings(BaseSettings):
         "RESOURCE_EXHAUSTED; -1: half of physical memory, 0: no cap",
     )
 
+    max_input_bytes: int = Field(
+        1 << 30,
+        gt=0,
+        description="largest input object (dataset, prompts) a job takes; checked at submit",
+    )
+    max_tools: int = Field(
+        10_000,
+        gt=0,
+        description="tools a toolsynth job takes (its tool graph grows with their square)",
+    )
+    max_tools_bytes: int = Field(
+        16 << 20, gt=0, description="largest tools file a toolsynth job takes"
+    )
     max_concurrent_generations: int = Field(
         0,
         description="slots for Score, vLLM and tool-use generations per server; "
@@ -100,8 +113,14 @@ class Settings(BaseSettings):
     max_waiting_generations: int = Field(
         64,
         ge=0,
-        description="hf generations that may wait for a decoding slot per model; beyond, "
-        "Generate answers RESOURCE_EXHAUSTED at once",
+        description="calls that may wait for a decoding slot per hf model, and for a Score, "
+        "vLLM or tool-use slot per server; beyond, RESOURCE_EXHAUSTED at once",
+    )
+    max_concurrent_judgments: int = Field(
+        4, ge=1, description="Judge calls a judge server runs at once"
+    )
+    max_waiting_judgments: int = Field(
+        64, ge=0, description="Judge calls that may wait; beyond, RESOURCE_EXHAUSTED at once"
     )
     device: str = Field("", description="torch device of hf models; empty: cuda if available")
     vllm_kv_cache_bytes: int = Field(

@@ -22,6 +22,7 @@ import grpc
 from kiln.common.v1 import common_pb2
 from kiln.inference.v1 import inference_pb2 as pb
 from kiln.inference.v1 import inference_pb2_grpc
+from services.common.admission import Admission
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
 from services.common.metrics import record_generation
@@ -221,8 +222,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             settings.vllm_kv_cache_bytes,
             settings.max_waiting_generations,
         )
-        self.slots = asyncio.Semaphore(
-            settings.max_concurrent_generations or default_generation_slots()
+        self.admission = Admission(
+            settings.max_concurrent_generations or default_generation_slots(),
+            settings.max_waiting_generations,
+            "Score, vLLM and tool-use calls",
+            "KILN_MAX_WAITING_GENERATIONS",
         )
         self.running: dict[str, threading.Event] = {}
 
@@ -283,8 +287,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def _in_slot(
         self, stream: AsyncIterator[pb.GenerateResponse]
     ) -> AsyncIterator[pb.GenerateResponse]:
-        """stream, run while holding one of the server's generation slots."""
-        async with self.slots:
+        """stream, run while holding one of the server's generation slots (or refused at once
+        when the slots are taken and KILN_MAX_WAITING_GENERATIONS calls wait)."""
+        async with self.admission.slot():
             async for response in stream:
                 yield response
 
@@ -375,7 +380,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         for i, continuation in enumerate(continuations):
             if not continuation:
                 raise InvalidInput(f"items[{i}].continuation", "must not be empty")
-        async with self.slots:
+        async with self.admission.slot():
             results = await asyncio.to_thread(model.backend.score, prompts, continuations)
         return pb.ScoreResponse(
             results=[

@@ -9,15 +9,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from kiln.common.v1 import common_pb2
 from kiln.judge.v1 import judge_pb2 as pb
 from kiln.judge.v1 import judge_pb2_grpc
+from services.common.admission import Admission
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
 from services.common.jobs_servicer import job_to_pb, ref_from_pb, struct_from_dict
-from services.common.objectstore import ObjectStore, validate_name
+from services.common.json_input import struct_to_dict
+from services.common.objectstore import ObjectRef, validate_name
 from services.common.settings import Settings
 from services.judge.core.datasets import PairItem, load_pairs, parse_file
 from services.judge.core.evaluation import ItemResult
@@ -46,7 +47,7 @@ def spec_from_pb(config: pb.JudgeConfig, default_strategy: str = "vanilla") -> J
         max_tokens=config.max_tokens or 512,
         seed=config.seed,
         max_calls=config.max_calls,
-        parameters=json_format.MessageToDict(config.parameters),
+        parameters=struct_to_dict(config.parameters, "config.parameters"),
     ).validate()
 
 
@@ -85,14 +86,13 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):
     def __init__(self, settings: Settings, jobs: JobManager) -> None:
         self.settings = settings
         self.jobs = jobs
-        self._store: ObjectStore | None = None
         self._cache = None
-
-    @property
-    def store(self) -> ObjectStore:
-        if self._store is None:
-            self._store = ObjectStore(self.settings)
-        return self._store
+        self.admission = Admission(
+            settings.max_concurrent_judgments,
+            settings.max_waiting_judgments,
+            "Judge calls",
+            "KILN_MAX_WAITING_JUDGMENTS",
+        )
 
     async def Judge(self, request: pb.JudgeRequest, context: Any) -> pb.JudgeResponse:
         spec = spec_from_pb(request.config)
@@ -101,13 +101,15 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):
             self._cache = response_cache(self.settings)
         ctx = make_context(spec, backend_factory(self.settings, spec.backend), self._cache)
         check_budget(spec, planned_calls(spec, [item]))
-        result = await asyncio.to_thread(judge_pair, ctx, spec, item)
+        async with self.admission.slot():
+            result = await asyncio.to_thread(judge_pair, ctx, spec, item)
         return judge_response(result, ctx.usage)
 
     def _items(self, request: pb.EvaluationRequest) -> list[PairItem]:
         if not request.dataset.key:
             raise InvalidInput("dataset", "an ObjectRef to a pair dataset is required")
-        data = self.store.get_bytes(ref_from_pb(request.dataset))
+        dataset = self.jobs.input(ref_from_pb(request.dataset), "dataset")
+        data = self.jobs.objects.get_bytes(ObjectRef.from_dict(dataset))
         items = load_pairs(parse_file(data))
         return items[: _limit(request.limit)] if request.limit else items
 
@@ -158,7 +160,9 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):
         name = validate_name(request.dataset_name or "crowd-sampling", "dataset_name")
         payload = {
             "spec": dataclasses.asdict(spec),
-            "prompts": ref_from_pb(request.prompts).to_dict(),
+            "prompts": await asyncio.to_thread(
+                self.jobs.input, ref_from_pb(request.prompts), "prompts"
+            ),
             "policies": list(request.policies),
             "dataset_name": name,
             "sampling": {

@@ -123,10 +123,11 @@ class ProberServicer(prober_pb2_grpc.ProberServicer):
         probe_config(request.step_mode)
         if not request.dataset.key:
             raise InvalidInput("dataset", "an ObjectRef to a JSON Lines dataset is required")
-        dataset = ref_from_pb(request.dataset)
+        model = require_model(request.model)
+        dataset = await asyncio.to_thread(self.jobs.input, ref_from_pb(request.dataset), "dataset")
         payload = {
-            "model": require_model(request.model),
-            "dataset": dataset.to_dict(),
+            "model": model,
+            "dataset": dataset,
             "step_mode": request.step_mode or "lines",
             "raw_prompt": request.raw_prompt,
         }

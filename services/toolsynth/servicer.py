@@ -8,18 +8,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from kiln.toolsynth.v1 import toolsynth_pb2 as pb
 from kiln.toolsynth.v1 import toolsynth_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
 from services.common.jobs_servicer import job_to_pb, ref_from_pb
-from services.common.json_input import load_json
-from services.common.objectstore import validate_name
+from services.common.json_input import load_json, struct_to_dict
+from services.common.objectstore import ObjectRef, validate_name
 from services.common.settings import Settings
 from services.toolsynth.core.grader import CATEGORIES, grade, grade_text, kind_of, parse_calls
-from services.toolsynth.core.service import SynthesisSpec
+from services.toolsynth.core.service import SynthesisSpec, parse_tools
 
 
 def _json_list(text: str, field: str) -> list[Any]:
@@ -43,22 +42,36 @@ class ToolSynthServicer(toolsynth_pb2_grpc.ToolSynthServicer):
             backend=request.backend or "remote",
             export_format=request.export_format or "openai",
             has_tools=bool(request.tools.key),
-            parameters=json_format.MessageToDict(request.parameters),
+            parameters=struct_to_dict(request.parameters, "parameters"),
         ).validate()
         payload = {
             "spec": dataclasses.asdict(spec),
             "dataset_name": validate_name(request.dataset_name or "toolsynth", "dataset_name"),
-            "tools": ref_from_pb(request.tools).to_dict() if request.tools.key else None,
-            "benchmark_tools": (
-                ref_from_pb(request.benchmark_tools).to_dict()
-                if request.benchmark_tools.key
-                else None
+            "tools": await asyncio.to_thread(self._tools, request.tools, "tools"),
+            "benchmark_tools": await asyncio.to_thread(
+                self._tools, request.benchmark_tools, "benchmark_tools"
             ),
         }
         record = await asyncio.to_thread(
             self.jobs.submit, "synthesize", payload, request.request_id
         )
         return job_to_pb(record)
+
+    def _tools(self, ref: Any, field: str) -> dict[str, Any] | None:
+        """A tools file checked at submit: KILN_MAX_TOOLS_BYTES, then valid tools, at most
+        KILN_MAX_TOOLS of them."""
+        if not ref.key:
+            return None
+        limits = self.settings
+        checked = self.jobs.input(
+            ref_from_pb(ref), field, limits.max_tools_bytes, "KILN_MAX_TOOLS_BYTES"
+        )
+        count = len(parse_tools(self.jobs.objects.get_bytes(ObjectRef.from_dict(checked)), field))
+        if count > limits.max_tools:
+            raise InvalidInput(
+                field, f"{count:,} tools, over the limit of {limits.max_tools:,} (KILN_MAX_TOOLS)"
+            )
+        return checked
 
     async def Verify(self, request: pb.VerifyRequest, context: Any) -> pb.VerifyResponse:
         if request.category not in CATEGORIES:

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from kiln.trainer.v1 import trainer_pb2 as pb
 from kiln.trainer.v1 import trainer_pb2_grpc
 from services.common.errors import InvalidInput, NotFound
 from services.common.jobs import JobManager
 from services.common.jobs_servicer import job_to_pb, ref_from_pb, ref_to_pb
-from services.common.objectstore import ObjectStore, validate_key, validate_name
+from services.common.json_input import struct_to_dict
+from services.common.objectstore import validate_key, validate_name
 from services.common.settings import Settings
 from services.trainer.core.checkpoints import list_checkpoints
 from services.trainer.core.prepare import prepare_config
@@ -26,13 +26,6 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
     def __init__(self, settings: Settings, jobs: JobManager) -> None:
         self.settings = settings
         self.jobs = jobs
-        self._store: ObjectStore | None = None
-
-    @property
-    def store(self) -> ObjectStore:
-        if self._store is None:
-            self._store = ObjectStore(self.settings)
-        return self._store
 
     def _check_base(self, base_model: str) -> str:
         if not base_model:
@@ -41,14 +34,14 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
             )
         if base_model.startswith("checkpoints/"):
             prefix = validate_key(base_model.strip("/"), "base_model")
-            if not self.store.is_committed(prefix):
+            if not self.jobs.objects.is_committed(prefix):
                 raise InvalidInput("base_model", f"{prefix} is not a committed checkpoint")
         return base_model
 
     async def SubmitTraining(self, request: pb.TrainingRequest, context: Any) -> Any:
         run_name = validate_name(request.run_name, "run_name")
         config = TrainConfig.from_hyperparameters(
-            request.objective, json_format.MessageToDict(request.hyperparameters)
+            request.objective, struct_to_dict(request.hyperparameters, "hyperparameters")
         )
         if not request.datasets:
             raise InvalidInput("datasets", "at least one dataset ObjectRef is required")
@@ -56,17 +49,21 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
             if not ref.key:
                 raise InvalidInput(f"datasets[{i}].key", "required")
         base = await asyncio.to_thread(self._check_base, request.base_model)
+        datasets = [
+            await asyncio.to_thread(self.jobs.input, ref_from_pb(r), f"datasets[{i}]")
+            for i, r in enumerate(request.datasets)
+        ]
         payload = {
             "run_name": run_name,
             "base_model": base,
-            "datasets": [ref_from_pb(r).to_dict() for r in request.datasets],
+            "datasets": datasets,
             "config": config.to_dict(),
         }
         record = await asyncio.to_thread(self.jobs.submit, "train", payload, request.request_id)
         return job_to_pb(record)
 
     async def PrepareData(self, request: pb.PrepareDataRequest, context: Any) -> Any:
-        parameters = json_format.MessageToDict(request.parameters)
+        parameters = struct_to_dict(request.parameters, "parameters")
         prepare_config(request.method, parameters)
         if not request.model:
             raise InvalidInput("model", "name a model loaded on the inference service")
@@ -76,7 +73,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         payload = {
             "method": request.method,
             "model": request.model,
-            "dataset": ref_from_pb(request.dataset).to_dict(),
+            "dataset": await asyncio.to_thread(
+                self.jobs.input, ref_from_pb(request.dataset), "dataset"
+            ),
             "output_name": output_name,
             "parameters": parameters,
         }
@@ -86,7 +85,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
     async def ListCheckpoints(
         self, request: pb.ListCheckpointsRequest, context: Any
     ) -> pb.ListCheckpointsResponse:
-        found = await asyncio.to_thread(list_checkpoints, self.store, request.run_name)
+        found = await asyncio.to_thread(list_checkpoints, self.jobs.objects, request.run_name)
         if not found:
             raise NotFound(f"run {request.run_name!r} has no committed checkpoints")
         return pb.ListCheckpointsResponse(

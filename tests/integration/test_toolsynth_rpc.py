@@ -224,3 +224,37 @@ def test_bad_synthesis_request_is_invalid_argument(client, changes, field) -> No
         client.stub.SubmitSynthesis(pb.SynthesisRequest(**values))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(field)
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        (
+            {"KILN_MAX_TOOLS_BYTES": "1000"},
+            "'datasets/tools/v1/tools.jsonl' is {size:,} bytes, over the limit of 1,000 "
+            "(KILN_MAX_TOOLS_BYTES)",
+        ),
+        ({"KILN_MAX_TOOLS": "2"}, "{count} tools, over the limit of 2 (KILN_MAX_TOOLS)"),
+    ],
+)
+def test_a_tools_file_past_its_limits_is_refused_at_submit(
+    grpc_server, kiln_env, monkeypatch, limits, reason
+) -> None:
+    for name, value in limits.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    tools = _tools_ref(settings)
+    server = grpc_server("toolsynth", settings)
+    request = pb.SynthesisRequest(request_id="big", count=2, model="tiny", tools=tools)
+    with KilnClient("toolsynth", target=server.target) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.stub.SubmitSynthesis(request)
+        missing = pb.SynthesisRequest(request_id="gone", count=2, model="tiny", tools=tools)
+        missing.tools.key = "datasets/tools/v1/none.jsonl"
+        with pytest.raises(grpc.RpcError) as gone:
+            client.stub.SubmitSynthesis(missing)
+        assert not client.jobs.ListJobs(common_pb2.ListJobsRequest()).jobs, "nothing was queued"
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "tools: " + reason.format(size=tools.size, count=len(TOOLS))
+    assert gone.value.details() == "tools: no object at 'datasets/tools/v1/none.jsonl'"

@@ -3,10 +3,13 @@ JSON, wrong types in dataset rows, non-finite hyperparameters."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from google.protobuf import struct_pb2
 
 from services.common.errors import InvalidInput
-from services.common.json_input import load_json
+from services.common.json_input import load_json, struct_to_dict
 from services.toolsynth.core.grader import parse_calls
 from services.trainer.core.data import read_rows
 
@@ -20,6 +23,18 @@ def test_deep_json_is_a_field_error() -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_calls(DEEP)
     assert caught.value.field == "calls"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_number_in_a_struct_is_named_by_its_path(value: float) -> None:
+    struct = struct_pb2.Struct()
+    struct.update({"pool": {"weights": [1.0, value]}, "seed": 3})
+    with pytest.raises(InvalidInput) as err:
+        struct_to_dict(struct, "parameters")
+    assert err.value.field == "parameters.pool.weights[1]"
+    assert err.value.reason == f"must be a finite number, got {value}"
+    struct["pool"]["weights"][1] = 2.5
+    assert struct_to_dict(struct, "parameters") == {"pool": {"weights": [1.0, 2.5]}, "seed": 3.0}
 
 
 def test_a_bad_dataset_line_is_named_by_its_number() -> None:
