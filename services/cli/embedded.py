@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from services.common.errors import KilnError
 from services.common.server import free_port
 from services.common.settings import SERVICES
 
@@ -99,7 +100,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-class StartFailed(RuntimeError):
+class StartFailed(KilnError):
     """A process of the stack did not come up; the message names it and its log."""
 
 

@@ -20,6 +20,15 @@ console = Console()
 SERVICE_OPTION = typer.Option("trainer", "--service", "-s", help="the service owning the job")
 
 
+@app.callback()
+def options(
+    debug: bool = typer.Option(False, "--debug", help="print a failure's traceback"),
+) -> None:
+    """kiln: post-training and evaluation services."""
+    if debug:
+        os.environ["KILN_DEBUG"] = "1"
+
+
 def _home() -> Path:
     from services.common.settings import get_settings
 
@@ -1011,7 +1020,8 @@ def models_smollm2(
 
 def main() -> None:
     """The `kiln` entry point: gRPC failures, kiln's own errors (a bad field, an object store
-    that is down) and file errors print as one line, not a traceback (KILN_DEBUG=1 shows it)."""
+    that is down, a stack process that did not start) and file errors print as one line, not
+    a traceback (`kiln --debug ...` or KILN_DEBUG=1 shows it)."""
     import grpc
 
     from services.common.errors import InvalidInput, KilnError

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from services.common.errors import (
@@ -646,14 +647,28 @@ def _kill_this_process() -> None:
 
 
 def memory_cap_mb(settings: Settings) -> int:
-    """KILN_WORKER_MEMORY_MB resolved: -1 is half of physical memory (no cap where CUDA is
-    in use: its driver reserves far more address space than it touches); 0 is no cap."""
+    """KILN_WORKER_MEMORY_MB resolved: -1 is half of the memory this machine or container has
+    (no cap where CUDA is in use: its driver reserves far more address space than it
+    touches); 0 is no cap."""
     if settings.worker_memory_mb >= 0:
         return settings.worker_memory_mb
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         return 0
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (2 << 20)
+    return usable_memory_bytes() // (2 << 20)
+
+
+def usable_memory_bytes() -> int:
+    """Physical memory, or the cgroup's memory limit when it is lower (a container)."""
+    usable = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            usable = min(usable, int(text))
+    return usable
 
 
 def _init_worker_child(**_: Any) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -211,3 +212,24 @@ def _settings_from(env: dict[str, str]) -> dict[str, str]:
         "s3_secret_key": env["KILN_S3_SECRET_KEY"],
         "home": env["KILN_HOME"],
     }
+
+
+def test_up_on_a_busy_port_names_the_server_and_starts_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "KILN_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    env.update({f"KILN_{s.upper()}_PORT": str(free_port()) for s in SERVICES})
+    env["KILN_HTTP_PORT"] = str(free_port())
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(env["KILN_JUDGE_PORT"])))
+        squatter.listen()
+        up = subprocess.run(
+            [*KILN, "up"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+    assert up.returncode == 1
+    assert up.stdout.strip().splitlines()[-1] == (
+        f"StartFailed: judge-server cannot start: 127.0.0.1:{env['KILN_JUDGE_PORT']} is in "
+        "use by another process (another kiln stack? `kiln down`, or `kiln up --base-port N` "
+        "elsewhere)"
+    )
+    assert "Traceback" not in up.stdout + up.stderr
+    assert load_stack(tmp_path / "home") is None
+    assert not (tmp_path / "home" / "logs").exists(), "nothing was started"
