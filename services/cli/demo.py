@@ -229,7 +229,8 @@ def follow(client: Any, job_id: str, bar: Progress, label: str) -> Any:
         final = job
     if final is None or final.state != common_pb2.JOB_STATE_SUCCEEDED:
         state = common_pb2.JobState.Name(final.state) if final else "LOST"
-        raise RuntimeError(f"{label} job {job_id} ended {state}: {final.error if final else ''}")
+        error = f"{final.error_code}: {final.error}" if final else ""
+        raise RuntimeError(f"{label} job {job_id} ended {state}: {error}")
     bar.update(task, completed=1.0)
     return final
 

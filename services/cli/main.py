@@ -198,7 +198,7 @@ def _job_row(job) -> list[str]:
         state,
         f"{job.progress.fraction:.0%}",
         job.progress.message,
-        job.error,
+        f"{job.error_code}: {job.error}" if job.error_code else job.error,
     ]
 
 

@@ -28,30 +28,11 @@ AUTH_EXEMPT_PREFIXES = (
     "/grpc.reflection.v1.ServerReflection/",
 )
 
-STATUS_OF: dict[type[errors.KilnError], grpc.StatusCode] = {
-    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.IntegrityError: grpc.StatusCode.DATA_LOSS,
-    errors.Cancelled: grpc.StatusCode.CANCELLED,
-    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
-}
-
 
 def metadata_safe(text: str, limit: int = 256) -> str:
     """text as a valid ASCII metadata value: a field name may hold a user's map key, so
     control and non-ASCII characters are escaped (\\x00, \\u202e) and the length capped."""
     return text.encode("unicode_escape").decode("ascii")[:limit]
-
-
-def status_of(exc: errors.KilnError) -> grpc.StatusCode:
-    for cls in type(exc).__mro__:
-        if cls in STATUS_OF:
-            return STATUS_OF[cls]
-    return grpc.StatusCode.INTERNAL
 
 
 def rebuild_handler(
@@ -141,7 +122,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented in this build"
                 )
             if isinstance(exc, errors.KilnError):
-                code = status_of(exc)
+                code = grpc.StatusCode[exc.code]
                 if isinstance(exc, errors.InvalidInput):
                     context.set_trailing_metadata((("kiln-error-field", metadata_safe(exc.field)),))
                 log.info("rpc %s -> %s: %s", method, code.name, exc)

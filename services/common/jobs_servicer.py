@@ -63,6 +63,7 @@ def job_to_pb(record: JobRecord) -> common_pb2.Job:
         outputs=[ref_to_pb(o) for o in record.outputs],
         summary=struct_from_dict(record.summary),
         error=record.error,
+        error_code=record.error_code,
         request_id=record.request_id,
         created_at=_timestamp(record.created_at),
         updated_at=_timestamp(record.updated_at),

@@ -13,7 +13,9 @@ import pytest
 from kiln.common.v1 import common_pb2
 from services.cli.embedded import pid_alive
 from services.common.clients import KilnClient
+from services.common.errors import Cancelled, InvalidInput
 from services.common.jobs import JobManager, JobState, JobStore, redis_client, this_process
+from services.common.jobs.worker import job_error
 from services.common.objectstore import ObjectStore
 from services.common.settings import Settings, get_settings
 
@@ -145,6 +147,7 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(
         final = wait_state(client, job.id, common_pb2.JOB_STATE_FAILED, 60)
     assert final.attempts == 3
     assert final.error == "giving up: delivered 3 times (KILN_JOB_MAX_ATTEMPTS=2)"
+    assert final.error_code == "ABORTED"
 
 
 def test_kill_9_pool_child_requeues_on_same_worker(grpc_server, worker, kiln_env) -> None:
@@ -212,6 +215,7 @@ def test_cancel_stops_a_job_that_never_reports_and_the_worker_takes_the_next(
         client.jobs.CancelJob(common_pb2.CancelJobRequest(job_id=job.id))
         final = wait_state(client, job.id, common_pb2.JOB_STATE_CANCELLED, 10)
         assert final.error == "cancelled; stopped by force after 1 s"
+        assert final.error_code == "CANCELLED"
         following = submit(client, "canary-after-stuck", shards=2, seconds=0)
         done = wait_state(client, following.id, common_pb2.JOB_STATE_SUCCEEDED, 60)
         assert done.attempts == 1
@@ -232,9 +236,9 @@ def test_a_job_past_its_memory_cap_fails_resource_exhausted_and_the_worker_lives
         failed = wait_state(client, job.id, common_pb2.JOB_STATE_FAILED, 60)
         following = submit(client, "canary-after-hog", shards=2, seconds=0)
         done = wait_state(client, following.id, common_pb2.JOB_STATE_SUCCEEDED, 60)
-    assert failed.error.startswith(
-        "ResourceExhausted: the job ran out of memory under its worker's cap of 1024 MiB "
-        "(KILN_WORKER_MEMORY_MB)"
+    assert failed.error_code == "RESOURCE_EXHAUSTED"
+    assert failed.error == (
+        "the job ran out of memory under its worker's cap of 1024 MiB (KILN_WORKER_MEMORY_MB)"
     )
     assert failed.attempts == 1 and 1 <= failed.progress.step < 4
     assert done.attempts == 1 and pid_alive(main)
@@ -259,7 +263,7 @@ def test_claims_heartbeats_and_one_end_per_job(kiln_env) -> None:
     jobs.cancel(record.id)
     assert store.heartbeat(record.id, me) == (True, True)
     assert store.get(record.id).state == JobState.RUNNING, "a running job ends where it runs"
-    assert store.finish(record.id, JobState.CANCELLED, error="stopped") is True
+    assert store.finish(record.id, JobState.CANCELLED, error=Cancelled("stopped")) is True
     assert store.finish(record.id, JobState.SUCCEEDED) is False, "the first end wins"
     assert store.get(record.id).state == JobState.CANCELLED
     assert store.claim(record.id, me, lost_after_s=30) is None, "an ended job never runs again"
@@ -296,7 +300,7 @@ def test_recovery_requeues_a_silent_job_then_fails_or_cancels_it(kiln_env, monke
     recovered = dict(jobs.recover_lost())
     assert recovered == {running.id: JobState.QUEUED, cancelled.id: JobState.CANCELLED}
     requeued = store.get(running.id)
-    assert requeued.owner == "" and requeued.attempts == 1
+    assert requeued.owner == "" and requeued.attempts == 1 and requeued.error_code == ""
     assert requeued.error == (
         "requeued after attempt 1: its worker another-host:7 was lost (no heartbeat for 6 s)"
     )
@@ -310,3 +314,35 @@ def test_recovery_requeues_a_silent_job_then_fails_or_cancels_it(kiln_env, monke
     assert store.get(running.id).error == (
         "its worker another-host:8 was lost (no heartbeat for 60 s) on attempt 2; giving up"
     )
+    assert store.get(running.id).error_code == "ABORTED"
+
+
+def test_a_failed_job_records_a_code_and_a_message_without_internals(kiln_env) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    cases = {
+        ValueError("/srv/secret/path: bad row"): (
+            "INTERNAL",
+            "the job failed unexpectedly (ValueError); the trainer worker's log has the traceback",
+        ),
+        InvalidInput("datasets[0]", "row 3: no completion"): (
+            "INVALID_ARGUMENT",
+            "datasets[0]: row 3: no completion",
+        ),
+        MemoryError(): (
+            "RESOURCE_EXHAUSTED",
+            "the job ran out of memory under its worker's cap of 0 MiB (KILN_WORKER_MEMORY_MB)",
+        ),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 8 GB"): (
+            "RESOURCE_EXHAUSTED",
+            "the job ran out of memory under its worker's cap of 0 MiB (KILN_WORKER_MEMORY_MB)",
+        ),
+        SoftTimeLimitExceeded(): (
+            "DEADLINE_EXCEEDED",
+            "the job ran past its time limit of 21600 s (KILN_TASK_TIME_LIMIT_S)",
+        ),
+    }
+    settings = kiln_env.model_copy(update={"worker_memory_mb": 0})
+    for exc, expected in cases.items():
+        error = job_error(exc, "trainer", settings)
+        assert (error.code, str(error)) == expected

@@ -26,15 +26,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bkiln/common/v1/common.proto\x12\x0ekiln.common.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"F\n\tObjectRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"^\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x03\x12\x14\n\x0c\x63\x61\x63hed_calls\x18\x04 \x01(\x03\"t\n\x08Progress\x12\x10\n\x08\x66raction\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\r\n\x05total\x18\x04 \x01(\x03\x12(\n\x07metrics\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xf0\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.kiln.common.v1.JobState\x12*\n\x08progress\x18\x05 \x01(\x0b\x32\x18.kiln.common.v1.Progress\x12*\n\x07outputs\x18\x06 \x03(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12(\n\x07summary\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\x05\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"[\n\x0fListJobsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12(\n\x06states\x18\x03 \x03(\x0e\x32\x18.kiln.common.v1.JobState\"5\n\x10ListJobsResponse\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.kiln.common.v1.Job\"e\n\x13SubmitCanaryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06shards\x18\x02 \x01(\x05\x12\x15\n\rshard_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x61llocate_mb\x18\x04 \x01(\x05*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xe5\x02\n\x04Jobs\x12<\n\x06GetJob\x12\x1d.kiln.common.v1.GetJobRequest\x1a\x13.kiln.common.v1.Job\x12\x42\n\x08WatchJob\x12\x1f.kiln.common.v1.WatchJobRequest\x1a\x13.kiln.common.v1.Job0\x01\x12\x42\n\tCancelJob\x12 .kiln.common.v1.CancelJobRequest\x1a\x13.kiln.common.v1.Job\x12M\n\x08ListJobs\x12\x1f.kiln.common.v1.ListJobsRequest\x1a .kiln.common.v1.ListJobsResponse\x12H\n\x0cSubmitCanary\x12#.kiln.common.v1.SubmitCanaryRequest\x1a\x13.kiln.common.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bkiln/common/v1/common.proto\x12\x0ekiln.common.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"F\n\tObjectRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"^\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x03\x12\x14\n\x0c\x63\x61\x63hed_calls\x18\x04 \x01(\x03\"t\n\x08Progress\x12\x10\n\x08\x66raction\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\r\n\x05total\x18\x04 \x01(\x03\x12(\n\x07metrics\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x84\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.kiln.common.v1.JobState\x12*\n\x08progress\x18\x05 \x01(\x0b\x32\x18.kiln.common.v1.Progress\x12*\n\x07outputs\x18\x06 \x03(\x0b\x32\x19.kiln.common.v1.ObjectRef\x12(\n\x07summary\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\x05\x12\x12\n\nerror_code\x18\r \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"[\n\x0fListJobsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12(\n\x06states\x18\x03 \x03(\x0e\x32\x18.kiln.common.v1.JobState\"5\n\x10ListJobsResponse\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.kiln.common.v1.Job\"e\n\x13SubmitCanaryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06shards\x18\x02 \x01(\x05\x12\x15\n\rshard_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x61llocate_mb\x18\x04 \x01(\x05*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xe5\x02\n\x04Jobs\x12<\n\x06GetJob\x12\x1d.kiln.common.v1.GetJobRequest\x1a\x13.kiln.common.v1.Job\x12\x42\n\x08WatchJob\x12\x1f.kiln.common.v1.WatchJobRequest\x1a\x13.kiln.common.v1.Job0\x01\x12\x42\n\tCancelJob\x12 .kiln.common.v1.CancelJobRequest\x1a\x13.kiln.common.v1.Job\x12M\n\x08ListJobs\x12\x1f.kiln.common.v1.ListJobsRequest\x1a .kiln.common.v1.ListJobsResponse\x12H\n\x0cSubmitCanary\x12#.kiln.common.v1.SubmitCanaryRequest\x1a\x13.kiln.common.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kiln.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1123
-  _globals['_JOBSTATE']._serialized_end=1277
+  _globals['_JOBSTATE']._serialized_start=1143
+  _globals['_JOBSTATE']._serialized_end=1297
   _globals['_OBJECTREF']._serialized_start=110
   _globals['_OBJECTREF']._serialized_end=180
   _globals['_USAGE']._serialized_start=182
@@ -42,19 +42,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROGRESS']._serialized_start=278
   _globals['_PROGRESS']._serialized_end=394
   _globals['_JOB']._serialized_start=397
-  _globals['_JOB']._serialized_end=765
-  _globals['_GETJOBREQUEST']._serialized_start=767
-  _globals['_GETJOBREQUEST']._serialized_end=798
-  _globals['_WATCHJOBREQUEST']._serialized_start=800
-  _globals['_WATCHJOBREQUEST']._serialized_end=833
-  _globals['_CANCELJOBREQUEST']._serialized_start=835
-  _globals['_CANCELJOBREQUEST']._serialized_end=869
-  _globals['_LISTJOBSREQUEST']._serialized_start=871
-  _globals['_LISTJOBSREQUEST']._serialized_end=962
-  _globals['_LISTJOBSRESPONSE']._serialized_start=964
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1017
-  _globals['_SUBMITCANARYREQUEST']._serialized_start=1019
-  _globals['_SUBMITCANARYREQUEST']._serialized_end=1120
-  _globals['_JOBS']._serialized_start=1280
-  _globals['_JOBS']._serialized_end=1637
+  _globals['_JOB']._serialized_end=785
+  _globals['_GETJOBREQUEST']._serialized_start=787
+  _globals['_GETJOBREQUEST']._serialized_end=818
+  _globals['_WATCHJOBREQUEST']._serialized_start=820
+  _globals['_WATCHJOBREQUEST']._serialized_end=853
+  _globals['_CANCELJOBREQUEST']._serialized_start=855
+  _globals['_CANCELJOBREQUEST']._serialized_end=889
+  _globals['_LISTJOBSREQUEST']._serialized_start=891
+  _globals['_LISTJOBSREQUEST']._serialized_end=982
+  _globals['_LISTJOBSRESPONSE']._serialized_start=984
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1037
+  _globals['_SUBMITCANARYREQUEST']._serialized_start=1039
+  _globals['_SUBMITCANARYREQUEST']._serialized_end=1140
+  _globals['_JOBS']._serialized_start=1300
+  _globals['_JOBS']._serialized_end=1657
 # @@protoc_insertion_point(module_scope)
