@@ -26,13 +26,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from services.inference.core.budget import (
-    CacheGeometry,
-    KVConfig,
-    QuantSpec,
-    cache_bytes,
-)
-from services.inference.core.generation import DecodeBatch, compressed_stream, geometry_of
 from services.inference.core.retrieval_task import (
     RetrievalTask,
     TrainConfig,
@@ -40,6 +33,13 @@ from services.inference.core.retrieval_task import (
     prompt_tokens,
     train_reference_model,
 )
+from services.kv.budget import (
+    CacheGeometry,
+    KVConfig,
+    QuantSpec,
+    cache_bytes,
+)
+from services.kv.decoder import DecodeBatch, compressed_stream, geometry_of
 
 console = Console()
 METHODS = ("streamingllm", "h2o", "snapkv", "pyramidkv")

@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from services.inference.core.budget import KVConfig
+from services.kv.budget import KVConfig
 from services.llm.smollm2 import MODEL_NAME, build_smollm2
 from services.llm.tokens import encode_prompt
 
@@ -46,7 +46,7 @@ def prompts(tokenizer, count: int, prompt_tokens: int) -> list[list[int]]:
 
 def kiln_rate(model, rows: list[list[int]], new_tokens: int, kv: KVConfig) -> float:
     """Aggregate decode tokens/s of rows submitted together to one continuous batcher."""
-    from services.inference.core.batching import BatchingConfig, ContinuousBatcher
+    from services.kv.batching import BatchingConfig, ContinuousBatcher
 
     batcher = ContinuousBatcher(model, BatchingConfig(max_batch=len(rows)))
     counts = [0] * len(rows)

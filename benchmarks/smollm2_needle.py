@@ -29,9 +29,9 @@ from rich.console import Console
 from rich.table import Table
 
 from services.common.errors import InvalidInput
-from services.inference.core.budget import KVConfig
-from services.inference.core.generation import DecodeBatch
-from services.inference.core.kv_cache import KilnCache
+from services.kv.budget import KVConfig
+from services.kv.cache import KilnCache
+from services.kv.decoder import DecodeBatch
 from services.llm.smollm2 import MODEL_NAME, build_smollm2
 from services.llm.tokens import encode_prompt, render_prompt
 

@@ -23,8 +23,8 @@ from rich.table import Table
 
 from services.llm.tiny import TinyConfig, build_tiny_model
 from services.trainer.core.flat_lora import lora_layers
-from services.trainer.core.runs import build_trainer
 from services.trainer.core.training import TrainConfig, Trainer
+from services.trainer.runs import build_trainer
 
 console = Console()
 MODEL = TinyConfig(

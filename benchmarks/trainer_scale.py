@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from services.llm.smollm2 import MODEL_NAME, build_smollm2
-from services.trainer.core.runs import build_trainer
 from services.trainer.core.training import TrainConfig
+from services.trainer.runs import build_trainer
 
 WORDS = [
     "river",

@@ -29,10 +29,10 @@ from services.common.metrics import record_generation
 from services.common.models import resolve_model
 from services.common.sandbox import SandboxLimits
 from services.common.settings import Settings
-from services.inference.core.budget import KVConfig, plan_kv
-from services.inference.core.generation import KVStats
-from services.inference.core.registry import DEFAULT_DTYPE, ModelRegistry, check_model_name
 from services.inference.core.tool_integrated import TIRConfig, generate_with_tools
+from services.inference.registry import DEFAULT_DTYPE, ModelRegistry, check_model_name
+from services.kv.budget import KVConfig, plan_kv
+from services.kv.decoder import KVStats
 from services.llm.base import Prompt, SamplingParams, TokenStep, truncate_at_stop
 from services.llm.tokens import encode_prompt
 

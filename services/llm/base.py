@@ -8,15 +8,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from services.common.errors import InvalidInput, ResourceExhausted
+from services.kv import TokenStep as TokenStep  # what every decoder yields
 
 Message = dict[str, str]  # {"role": system|user|assistant|tool, "content": ...}
 Prompt = str | Sequence[Message]  # raw text, or chat messages the backend templates
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
-
-# One decoded token: its id, its log-prob, and (when asked for) the step's most likely tokens
-# as (id, log-prob) pairs, most likely first.
-TokenStep = tuple[int, float, tuple[tuple[int, float], ...]]
 
 
 @dataclass(frozen=True)

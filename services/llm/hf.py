@@ -26,8 +26,8 @@ from services.llm.tokens import (
 )
 
 if TYPE_CHECKING:
-    from services.inference.core.batching import ContinuousBatcher
-    from services.inference.core.generation import Sequence as DecodeSequence
+    from services.kv.batching import ContinuousBatcher
+    from services.kv.decoder import Sequence as DecodeSequence
 
 
 def load_model(
@@ -162,10 +162,10 @@ class HFBackend:
         the step's top_logprobs most likely tokens).
 
         Concurrent streams share one continuously batched decoder (see
-        services.inference.core.batching). Stops after EOS, max_tokens, or when abort is set
+        services.kv.batching). Stops after EOS, max_tokens, or when abort is set
         (the caller handles stop strings). Greedy decoding gives the same tokens as
         generate(); sampling draws from a torch.Generator seeded by params.seed. kv (a
-        services.inference.core.budget.KVConfig) decodes over a compressed cache and appends
+        services.kv.budget.KVConfig) decodes over a compressed cache and appends
         its KVStats to kv_stats.
         """
         seq = self.sequence(prompt, params, abort, kv)
@@ -185,7 +185,7 @@ class HFBackend:
         """A validated, planned sequence for the batcher (kv None: an uncompressed cache)."""
         import torch
 
-        from services.inference.core.budget import KVConfig
+        from services.kv.budget import KVConfig
 
         params.validate()
         prompt_ids = encode_context(self.tokenizer, validate_prompt(prompt))
@@ -215,7 +215,7 @@ class HFBackend:
         """The model's continuous batcher (created on first use)."""
         with self._batcher_lock:
             if self._batcher is None:
-                from services.inference.core.batching import BatchingConfig, ContinuousBatcher
+                from services.kv.batching import BatchingConfig, ContinuousBatcher
 
                 self._batcher = ContinuousBatcher(
                     self.hf_model,

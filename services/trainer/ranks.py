@@ -87,9 +87,9 @@ def run_rank(spec_path: Path, rank: int) -> None:
     """One helper rank: the same examples, model and checkpoint as rank 0, trained in step."""
     import torch.distributed as dist
 
-    from services.trainer.core.checkpoints import load_checkpoint_folder
+    from services.trainer.checkpoints import load_checkpoint_folder
     from services.trainer.core.distributed import init_process_group
-    from services.trainer.core.runs import build_trainer
+    from services.trainer.runs import build_trainer
 
     spec = json.loads(spec_path.read_text())
     values = dict(spec["config"])

@@ -17,7 +17,7 @@ from services.common.jobs_servicer import job_to_pb, ref_from_pb, ref_to_pb
 from services.common.json_input import struct_to_dict
 from services.common.objectstore import validate_key, validate_name
 from services.common.settings import Settings
-from services.trainer.core.checkpoints import list_checkpoints
+from services.trainer.checkpoints import list_checkpoints
 from services.trainer.core.prepare import prepare_config
 from services.trainer.core.training import TrainConfig
 

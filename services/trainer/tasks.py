@@ -24,9 +24,9 @@ def read_dataset(ctx: JobContext, ref: dict[str, Any], field: str) -> list[dict[
 def train(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     """LoRA training to checkpoints/<run>/<step>; resumes from the run's latest checkpoint."""
     from services.common.models import fetch_source
-    from services.trainer.core.runs import run_fingerprint, run_training
     from services.trainer.core.training import TrainConfig
     from services.trainer.ranks import helper_ranks
+    from services.trainer.runs import run_fingerprint, run_training
 
     settings = get_settings()
     config_values = dict(payload["config"])

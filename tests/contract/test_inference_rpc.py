@@ -176,8 +176,8 @@ def test_concurrent_generations_are_batched_and_exact(
 ) -> None:
     """Six streams with different KV settings decode in one continuous batch on the server
     and return what each decodes alone, with the same KV stats."""
-    from services.inference.core.budget import KVConfig
     from services.inference.servicer import kv_from_pb
+    from services.kv.budget import KVConfig
 
     prompt = "the weather in Paris is fine and 12 + 30 = 42 so the answer is " * 4
     kvs = [
@@ -275,7 +275,7 @@ def test_bad_kv_is_invalid_argument(inference: KilnClient, kv, field) -> None:
 def test_tool_integrated_generation_over_grpc(grpc_server, redis_url: str) -> None:
     """A scripted model behind the real servicer: its python block runs in the sandbox."""
     from kiln.inference.v1 import inference_pb2_grpc
-    from services.inference.core.registry import LoadedModel, ModelRegistry
+    from services.inference.registry import LoadedModel, ModelRegistry
     from services.inference.servicer import InferenceServicer
     from services.llm.scripted import ScriptedBackend
 

@@ -34,7 +34,7 @@ CONFIGS = [
 
 
 def test_kiln_cache_on_cuda_decodes_as_on_cpu(tiny_model: Path) -> None:
-    from services.inference.core.budget import KVConfig
+    from services.kv.budget import KVConfig
     from services.llm import SamplingParams
     from services.llm.hf import HFBackend
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.trainer.core.runs import build_trainer
+from services.trainer.runs import build_trainer
 from tests.unit.test_trainer_scale import BASE, rows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -21,9 +21,9 @@ from services.common.clients import KilnClient
 from services.common.jobs_servicer import ref_to_pb
 from services.common.objectstore import ObjectStore
 from services.common.settings import Settings, get_settings
-from services.trainer.core.checkpoints import list_checkpoints
-from services.trainer.core.runs import run_fingerprint, run_training
+from services.trainer.checkpoints import list_checkpoints
 from services.trainer.core.training import TrainConfig
+from services.trainer.runs import run_fingerprint, run_training
 from tests.integration.test_jobs import wait_for
 
 SFT_ROWS = [

@@ -99,7 +99,7 @@ def test_servicer_routes_plain_requests_to_vllm_and_pruning_to_hf(
     from kiln.inference.v1 import inference_pb2_grpc
     from services.common.clients import KilnClient
     from services.common.settings import Settings
-    from services.inference.core.registry import LoadedModel, ModelRegistry
+    from services.inference.registry import LoadedModel, ModelRegistry
     from services.inference.servicer import InferenceServicer
 
     registry = ModelRegistry()

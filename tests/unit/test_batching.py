@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from services.common.errors import InvalidInput
-from services.inference.core.budget import KVConfig
+from services.kv.budget import KVConfig
 from services.llm import SamplingParams
 from services.llm.hf import HFBackend
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from services.common.errors import InvalidInput
-from services.inference.core.budget import (
+from services.kv.budget import (
     CacheGeometry,
     KVConfig,
     QuantSpec,
@@ -16,7 +16,7 @@ from services.inference.core.budget import (
     max_tokens,
     plan_kv,
 )
-from services.inference.core.pyramidkv import layer_budgets
+from services.kv.presses.pyramidkv import layer_budgets
 
 LLAMA_8B = CacheGeometry(num_layers=32, num_kv_heads=8, head_dim=128)
 

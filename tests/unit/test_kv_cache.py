@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.inference.core.budget import KVConfig, QuantSpec, cache_bytes, head_bytes
-from services.inference.core.generation import DecodeBatch, compressed_stream, geometry_of
-from services.inference.core.kv_cache import LayerStore
+from services.kv.budget import KVConfig, QuantSpec, cache_bytes, head_bytes
+from services.kv.cache import LayerStore
+from services.kv.decoder import DecodeBatch, compressed_stream, geometry_of
 from services.llm import SamplingParams
 from services.llm.hf import HFBackend
 from services.llm.tokens import encode_prompt
@@ -80,9 +80,9 @@ def test_measured_bytes_equal_the_formula(hf: HFBackend, config: KVConfig) -> No
 
 
 def test_kept_tokens_keep_their_positions(hf: HFBackend) -> None:
-    from services.inference.core.budget import plan_kv
-    from services.inference.core.generation import use_kiln_attention
-    from services.inference.core.kv_cache import KilnCache
+    from services.kv.budget import plan_kv
+    from services.kv.cache import KilnCache
+    from services.kv.decoder import use_kiln_attention
 
     ids = encode_prompt(hf.tokenizer, PROMPT)
     config = KVConfig("streamingllm", budget_fp16_tokens=20, bits=16, sink_tokens=4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.inference.core import h2o, snapkv, streamingllm
+from services.kv.presses import h2o, snapkv, streamingllm
 
 
 def test_streamingllm_keeps_sinks_and_window() -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from services.common.reasoning import split_steps
 from services.llm.hf import HFBackend
 from services.llm.scripted import ScriptedBackend
 from services.llm.tokens import encode_prompt
 from services.prober.core.probing import ProbeConfig, ProbeItem, probe_batch, probe_prefixes
 from services.prober.core.selection import SelectionConfig, majority_answer, rank
-from services.prober.core.steps import split_steps
 from services.prober.core.trajectory import ProbeStep, build_trajectory, summarize
 
 

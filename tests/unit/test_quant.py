@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.inference.core.quant import (
+from services.kv.quant import (
     dequantize_per_channel,
     dequantize_per_token,
     pack,

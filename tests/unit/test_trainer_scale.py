@@ -25,8 +25,8 @@ from services.trainer.core.data import (
     sft_example,
 )
 from services.trainer.core.logprobs import token_logps
-from services.trainer.core.runs import build_trainer
 from services.trainer.core.training import TrainConfig, Trainer, load_policy
+from services.trainer.runs import build_trainer
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "dog", "ran", "to", "park"]
 WORDS += ["where", "birds", "sing", "all", "day"]

@@ -19,9 +19,8 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.common.math_answers import canonical
+from services.common.reasoning import canonical, split_steps
 from services.llm.base import Backend, Prompt, SamplingParams
-from services.prober.core.steps import split_steps
 from services.prober.core.trajectory import ProbeStep
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import InvalidInput
-from services.common.math_answers import canonical
+from services.common.reasoning import canonical
 from services.llm.base import Backend, SamplingParams
 from services.prober.core.probing import (
     ProbeConfig,

@@ -22,9 +22,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from services.common.math_answers import is_correct, strip_boxed
+from services.common.reasoning import is_correct, split_steps, strip_boxed
 from services.llm.base import Backend, Message, SamplingParams
-from services.prober.core.steps import split_steps
 
 ERROR_TYPES: dict[str, str] = {
     "numerical_value": "change one number so that the calculation gives a wrong value",

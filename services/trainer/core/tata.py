@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.math_answers import is_correct
+from services.common.reasoning import is_correct
 from services.llm.base import Message, Prompt
 
 Solver = Callable[[Sequence[Prompt]], list[str]]  # prompts -> generated solutions

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.errors import ResourceExhausted
-from services.inference.core.generation import DecodeBatch, Sequence
+from services.kv.decoder import DecodeBatch, Sequence
 
 END_OF_STREAM = object()  # delivered after a sequence's last token (or its error)
 

@@ -1,6 +1,6 @@
 import pytest
 
-from services.common.math_answers import (
+from services.common.reasoning import (
     answers_match,
     canonical,
     extract_answer,
@@ -91,7 +91,7 @@ def test_not_five_is_not_counted_as_five() -> None:
 
 
 def test_a_cut_off_solution_has_no_answer() -> None:
-    from services.common.math_answers import Outcome, grade_answer
+    from services.common.reasoning import Outcome, grade_answer
 
     start = "Natalia sold 48/2 = 24 clips in May. "
     for cut in (start + "Then she sold 48 + 24 =", start + "Then she sold", "She had 5 + <<5"):

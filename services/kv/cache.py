@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from services.inference.core import h2o, pyramidkv, snapkv, streamingllm
-from services.inference.core.budget import CacheGeometry, KVConfig, KVPlan, QuantSpec
-from services.inference.core.quant import (
+from services.kv.budget import CacheGeometry, KVConfig, KVPlan, QuantSpec
+from services.kv.presses import h2o, pyramidkv, snapkv, streamingllm
+from services.kv.quant import (
     Quantized,
     dequantize_per_channel,
     dequantize_per_token,

@@ -11,7 +11,7 @@ from typing import Any
 
 from services.common.errors import InvalidInput, NotFound
 from services.common.models import stored_parameters
-from services.inference.core.budget import CacheGeometry
+from services.kv.budget import CacheGeometry
 
 ENGINES = ("hf", "vllm")
 MODEL_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")

@@ -1,4 +1,5 @@
-"""The math answer checker shared by the trainer (TATA, RISE) and the prober.
+"""Reasoning utilities shared by the trainer (TATA, RISE) and the prober: the steps of a chain
+of thought (split_steps) and the math answer it reaches (the checker below).
 
 Final answers are read from, in order: the last `\\boxed{...}` (braces balanced), the GSM8K
 `#### <answer>` line, the last "the answer is ..." sentence, and otherwise the last number of a
@@ -20,6 +21,7 @@ import re
 from enum import StrEnum
 from fractions import Fraction
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\\$])")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _GSM8K = re.compile(r"####\s*(.+)")
 _ANSWER_IS = re.compile(r"answer is[:\s]*([^\n]+)", re.IGNORECASE)
@@ -180,3 +182,18 @@ def grade_answer(solution: str, gold: str) -> Outcome:
 def is_correct(solution: str, gold: str) -> bool:
     """Whether the final answer of a solution equals gold (gold may be a full GSM8K solution)."""
     return grade_answer(solution, gold) == Outcome.CORRECT
+
+
+def split_steps(reasoning: str, mode: str = "lines") -> list[str]:
+    """Non-empty steps, in order. lines: one step per line; sentences: one per sentence.
+
+    Joining the steps with newlines (lines) or spaces (sentences) gives back the reasoning
+    up to whitespace, so probe k sees exactly the first k steps.
+    """
+    if mode == "lines":
+        parts = reasoning.splitlines()
+    elif mode == "sentences":
+        parts = [p for line in reasoning.splitlines() for p in _SENTENCE_END.split(line)]
+    else:
+        raise ValueError(f"unknown step mode {mode!r}")
+    return [p.strip() for p in parts if p.strip()]

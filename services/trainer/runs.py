@@ -17,7 +17,7 @@ from typing import Any
 
 from services.common.errors import FailedPrecondition
 from services.common.objectstore import ObjectStore
-from services.trainer.core.checkpoints import (
+from services.trainer.checkpoints import (
     CheckpointInfo,
     list_checkpoints,
     restore_checkpoint,

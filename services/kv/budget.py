@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import InvalidInput
-from services.inference.core.pyramidkv import layer_budgets
+from services.kv.presses.pyramidkv import layer_budgets
 
 INDEX_BYTES = 4
 SCALE_BYTES = 2  # fp16 scale and zero point

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from services.common.errors import InvalidInput
-from services.inference.core.budget import CacheGeometry, KVConfig, KVPlan, plan_kv
-from services.inference.core.kv_cache import ACTIVE, BatchedKilnCache, KilnCache
-from services.llm.base import TokenStep
+from services.kv import TokenStep
+from services.kv.budget import CacheGeometry, KVConfig, KVPlan, plan_kv
+from services.kv.cache import ACTIVE, BatchedKilnCache, KilnCache
 
 ATTENTION_NAME = "kiln"
 _NO_MASK = torch.zeros(1, 1, 1, 1, dtype=torch.bool)  # a prepared 4-D mask: HF skips masking

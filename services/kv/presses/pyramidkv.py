@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from services.inference.core import snapkv
+from services.kv.presses import snapkv
 
 
 @dataclass(frozen=True)
