@@ -20,17 +20,17 @@ from services.common.jobs_servicer import job_to_pb, ref_from_pb, struct_from_di
 from services.common.json_input import struct_to_dict
 from services.common.objectstore import ObjectRef, validate_name
 from services.common.settings import Settings
-from services.judge.core.datasets import PairItem, load_pairs, parse_file
-from services.judge.core.evaluation import ItemResult
-from services.judge.core.judging import Outcome
-from services.judge.core.metrics import unswap
-from services.judge.core.service import (
+from services.judge.core.dataplane import (
     JudgeSpec,
     check_budget,
     judge_pair,
     make_context,
     planned_calls,
 )
+from services.judge.core.datasets import PairItem, load_pairs, parse_file
+from services.judge.core.evaluation import ItemResult
+from services.judge.core.judging import Outcome
+from services.judge.core.metrics import unswap
 from services.llm.base import Usage
 from services.llm.runtime import backend_factory, response_cache
 

@@ -21,10 +21,10 @@ def evaluate(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     """Judges a pair dataset; writes per-item judgments and the reliability report (and, with
     distill, the CCE judgments as the SFT set datasets/judge-distill/<job id>/)."""
     from services.judge.core.crowd_sampling import distillation_rows
+    from services.judge.core.dataplane import JudgeSpec, build_strategy, make_context
     from services.judge.core.datasets import load_pairs, parse_file
     from services.judge.core.evaluation import evaluate, report
     from services.judge.core.metrics import accuracy
-    from services.judge.core.service import JudgeSpec, build_strategy, make_context
     from services.llm.runtime import backend_factory, response_cache
 
     settings = get_settings()
@@ -97,7 +97,7 @@ def crowd_sampling(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
         preference_rows,
         sft_rows,
     )
-    from services.judge.core.service import JudgeSpec, build_strategy, make_context
+    from services.judge.core.dataplane import JudgeSpec, build_strategy, make_context
     from services.llm.runtime import backend_factory, response_cache
 
     settings = get_settings()

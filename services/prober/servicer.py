@@ -16,14 +16,14 @@ from services.common.jobs import JobManager
 from services.common.jobs_servicer import job_to_pb, ref_from_pb
 from services.common.settings import Settings
 from services.llm.base import Backend
-from services.prober.core.probing import ProbeItem
-from services.prober.core.service import (
+from services.prober.core.dataplane import (
     ResampleConfig,
     probe_config,
     probe_items,
     select,
     validate_item,
 )
+from services.prober.core.probing import ProbeItem
 from services.prober.core.trajectory import Trajectory
 
 

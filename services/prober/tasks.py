@@ -20,8 +20,8 @@ canary = register_canary(app, "prober")
 def probe(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     """Probes a JSON Lines dataset; writes trajectories, a summary and an HTML report."""
     from services.llm.remote import RemoteBackend
+    from services.prober.core.dataplane import probe_config, probe_dataset
     from services.prober.core.report import html_report
-    from services.prober.core.service import probe_config, probe_dataset
     from services.prober.core.trajectory import summarize
 
     data = ctx.objects.get_bytes(ObjectRef.from_dict(payload["dataset"]))

@@ -18,7 +18,7 @@ from services.common.json_input import load_json, struct_to_dict
 from services.common.objectstore import ObjectRef, validate_name
 from services.common.settings import Settings
 from services.toolsynth.core.grader import CATEGORIES, grade, grade_text, kind_of, parse_calls
-from services.toolsynth.core.service import SynthesisSpec, parse_tools
+from services.toolsynth.core.spec import SynthesisSpec, parse_tools
 
 
 def _json_list(text: str, field: str) -> list[Any]:

@@ -26,7 +26,7 @@ def synthesize(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     from services.llm.cache import CachingBackend
     from services.llm.runtime import backend_factory, response_cache
     from services.toolsynth.core.formats import EXPORTERS
-    from services.toolsynth.core.service import SynthesisSpec, parse_tools
+    from services.toolsynth.core.spec import SynthesisSpec, parse_tools
     from services.toolsynth.core.synthesis import synthesize as run
 
     settings = get_settings()

@@ -77,7 +77,7 @@ def test_non_finite_hyperparameters_are_refused(name: str, value: float) -> None
 
 def test_non_finite_numbers_in_any_method_config_are_refused() -> None:
     from services.common.configs import config_from_dict
-    from services.toolsynth.core.service import SynthesisSpec
+    from services.toolsynth.core.spec import SynthesisSpec
     from services.toolsynth.core.synthesis import SynthesisConfig
 
     with pytest.raises(InvalidInput) as caught:

@@ -20,18 +20,18 @@ from services.judge.core.crowd_sampling import (
     preference_rows,
     sft_rows,
 )
-from services.judge.core.datasets import PairItem, load_pairs
-from services.judge.core.evaluation import evaluate, judge_items, report
-from services.judge.core.judging import Pair
-from services.judge.core.majority import majority
-from services.judge.core.prompts import pairwise_prompt
-from services.judge.core.service import (
+from services.judge.core.dataplane import (
     JudgeSpec,
     build_strategy,
     check_budget,
     make_context,
     planned_calls,
 )
+from services.judge.core.datasets import PairItem, load_pairs
+from services.judge.core.evaluation import evaluate, judge_items, report
+from services.judge.core.judging import Pair
+from services.judge.core.majority import majority
+from services.judge.core.prompts import pairwise_prompt
 from services.judge.core.verdicts import Winner
 from services.llm.cache import MemoryStore, ResponseCache
 from services.llm.scripted import ScriptedBackend

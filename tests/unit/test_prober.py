@@ -165,7 +165,7 @@ def letter_in_last_step(rendered: str, continuation: str) -> list[float]:
 
 
 def test_resample_replaces_unstable_chains() -> None:
-    from services.prober.core.service import ResampleConfig, select
+    from services.prober.core.dataplane import ResampleConfig, select
 
     backend = ScriptedBackend(responder=lambda text: "says A\nso A", scorer=letter_in_last_step)
     chains = ["says A\nno B\nthen A", "says A\nstill A"]

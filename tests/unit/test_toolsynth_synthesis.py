@@ -24,7 +24,7 @@ from services.toolsynth.core.formats import from_openai, to_openai
 from services.toolsynth.core.model_checks import model_errors
 from services.toolsynth.core.plans import dependent_pair, parse_plan, template_plan
 from services.toolsynth.core.rules import dialog_errors, observed_type
-from services.toolsynth.core.service import SynthesisSpec, parse_tools
+from services.toolsynth.core.spec import SynthesisSpec, parse_tools
 from services.toolsynth.core.synthesis import SynthesisConfig, quotas, slot_types, synthesize
 from tests.toolsynth_fixtures import ALL_TYPES, TOOLS, Player
 

@@ -1,5 +1,6 @@
-"""The prober's use cases over any services.llm Backend: probe items, select among chains,
-and run a dataset (shared by the servicer and the Celery task)."""
+"""The prober's dataplane (KServe's term; the servicer only converts protobuf around it): its
+use cases over any services.llm Backend: probe items, select among chains, and run a dataset
+(shared by the servicer and the Celery task)."""
 
 from __future__ import annotations
 

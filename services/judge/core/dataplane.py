@@ -1,6 +1,7 @@
-"""The judge's use cases over any services.llm Backend, shared by the servicer and the Celery
-tasks: a validated JudgeSpec, the strategy it names, the call estimate and budget, one pair,
-an evaluation and crowd rejection sampling."""
+"""The judge's dataplane (KServe's term; the servicer only converts protobuf around it): its
+use cases over any services.llm Backend, shared by the servicer and the Celery tasks: a
+validated JudgeSpec, the strategy it names, the call estimate and budget, one pair, an
+evaluation and crowd rejection sampling."""
 
 from __future__ import annotations
 
