@@ -188,18 +188,27 @@ class ObjectStore:
         return ObjectRef(self.bucket, key, sha, int(info.size))
 
     def input(self, ref: ObjectRef, field: str, max_bytes: int, limit: str) -> ObjectRef:
-        """A job's input object, checked at submit: in this bucket, stored, and at most
-        max_bytes (the setting named `limit`); InvalidInput on `field` otherwise."""
-        expected = self._expected(ref)
+        """A job's input object, checked at submit: in this bucket (an empty bucket means this
+        one), stored, at most max_bytes (the setting named `limit`), and with the sha256 ref
+        gives, if any; InvalidInput on `field` otherwise. Returns the stored object's ref."""
+        if ref.bucket and ref.bucket != self.bucket:
+            raise InvalidInput(
+                f"{field}.bucket", f"{ref.bucket!r} is not this store's {self.bucket!r}"
+            )
+        key = validate_key(ref.key, f"{field}.key")
         try:
-            stored = self.stat(expected.key)
+            stored = self.stat(key)
         except NotFound:
-            raise InvalidInput(field, f"no object at {expected.key!r}") from None
+            raise InvalidInput(field, f"no object at {key!r}") from None
         if stored.size > max_bytes:
             raise InvalidInput(
                 field,
-                f"{expected.key!r} is {stored.size:,} bytes, over the limit of {max_bytes:,} "
-                f"({limit})",
+                f"{key!r} is {stored.size:,} bytes, over the limit of {max_bytes:,} ({limit})",
+            )
+        if ref.sha256 and ref.sha256 != stored.sha256:
+            raise InvalidInput(
+                f"{field}.sha256",
+                f"{ref.sha256[:12]} is not the stored object's {stored.sha256[:12] or '(none)'}",
             )
         return stored
 

@@ -105,19 +105,19 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):
             result = await asyncio.to_thread(judge_pair, ctx, spec, item)
         return judge_response(result, ctx.usage)
 
-    def _items(self, request: pb.EvaluationRequest) -> list[PairItem]:
+    def _items(self, request: pb.EvaluationRequest) -> tuple[dict[str, Any], list[PairItem]]:
+        """The checked dataset ref (payload JSON) and its pairs, cut to request.limit."""
         if not request.dataset.key:
             raise InvalidInput("dataset", "an ObjectRef to a pair dataset is required")
         dataset = self.jobs.input(ref_from_pb(request.dataset), "dataset")
-        data = self.jobs.objects.get_bytes(ObjectRef.from_dict(dataset))
-        items = load_pairs(parse_file(data))
-        return items[: _limit(request.limit)] if request.limit else items
+        items = load_pairs(parse_file(self.jobs.objects.get_bytes(ObjectRef.from_dict(dataset))))
+        return dataset, items[: _limit(request.limit)] if request.limit else items
 
     async def EstimateEvaluation(
         self, request: pb.EvaluationRequest, context: Any
     ) -> pb.EvaluationEstimate:
         spec = spec_from_pb(request.config)
-        items = await asyncio.to_thread(self._items, request)
+        _, items = await asyncio.to_thread(self._items, request)
         planned = planned_calls(spec, items)
         total = sum(planned.values())
         return pb.EvaluationEstimate(
@@ -133,11 +133,11 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):
             raise InvalidInput("distill", "distillation exports CCE judgments: use strategy cce")
         if not 0 <= request.batch_size <= 1024:
             raise InvalidInput("batch_size", "must be in 0..1024 (0: 32)")
-        items = await asyncio.to_thread(self._items, request)
+        dataset, items = await asyncio.to_thread(self._items, request)
         check_budget(spec, planned_calls(spec, items))
         payload = {
             "spec": dataclasses.asdict(spec),
-            "dataset": ref_from_pb(request.dataset).to_dict(),
+            "dataset": dataset,
             "limit": request.limit,
             "distill": request.distill,
             "batch_size": request.batch_size or 32,

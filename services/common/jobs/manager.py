@@ -50,8 +50,9 @@ class JobManager:
     ) -> dict[str, Any]:
         """A job's input object checked at submit (stored, at most max_bytes, by default
         KILN_MAX_INPUT_BYTES), as payload JSON; InvalidInput on `field` otherwise."""
-        checked = self.objects.input(ref, field, max_bytes or self.settings.max_input_bytes, limit)
-        return ObjectRef(ref.bucket, ref.key, ref.sha256 or checked.sha256, checked.size).to_dict()
+        return self.objects.input(
+            ref, field, max_bytes or self.settings.max_input_bytes, limit
+        ).to_dict()
 
     def submit(self, kind: str, payload: dict[str, Any], request_id: str) -> JobRecord:
         """Queues `kiln.<service>.<kind>` once per request_id; returns the job record."""
