@@ -305,7 +305,7 @@ class Pipeline:
     def synthesize(self) -> StageResult:
         from kiln.toolsynth.v1 import toolsynth_pb2 as pb
         from services.common.clients import KilnClient
-        from services.common.jobs_servicer import ref_to_pb, struct_from_dict
+        from services.common.protobuf import ref_to_pb, struct_from_dict
 
         t0 = time.perf_counter()
         tools = self.store.put_json(f"datasets/demo-tools/{self.run}/tools.json", DEMO_TOOLS)
@@ -340,7 +340,7 @@ class Pipeline:
     def crowd_sample(self) -> StageResult:
         from kiln.judge.v1 import judge_pb2 as pb
         from services.common.clients import KilnClient
-        from services.common.jobs_servicer import ref_to_pb, struct_from_dict
+        from services.common.protobuf import ref_to_pb, struct_from_dict
 
         t0 = time.perf_counter()
         requests = [
@@ -391,7 +391,7 @@ class Pipeline:
     def train(self) -> StageResult:
         from kiln.trainer.v1 import trainer_pb2 as pb
         from services.common.clients import KilnClient
-        from services.common.jobs_servicer import struct_from_dict
+        from services.common.protobuf import struct_from_dict
 
         t0 = time.perf_counter()
         steps = self.config.train_steps
@@ -498,7 +498,7 @@ class Pipeline:
     def probe(self) -> StageResult:
         from kiln.prober.v1 import prober_pb2 as pb
         from services.common.clients import KilnClient
-        from services.common.jobs_servicer import ref_to_pb
+        from services.common.protobuf import ref_to_pb
 
         t0 = time.perf_counter()
         rows = [{k: a[k] for k in ("question", "gold", "reasoning")} for a in self.answers]

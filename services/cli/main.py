@@ -545,8 +545,8 @@ def probe_run(
 ) -> None:
     """Probe a dataset as a job; the report (JSON + HTML plots) lands in the object store."""
     from kiln.prober.v1 import prober_pb2 as pb
-    from services.common.jobs_servicer import ref_to_pb
     from services.common.objectstore import ObjectStore
+    from services.common.protobuf import ref_to_pb
 
     _apply_stack_env()
     digest = uuid.uuid4().hex[:12]
@@ -601,8 +601,8 @@ def _parse_sets(values: list[str] | None) -> dict:
 
 def _dataset_ref(value: str):
     """A local file (uploaded under datasets/cli-<digest>/) or an object-store key."""
-    from services.common.jobs_servicer import ref_to_pb
     from services.common.objectstore import ObjectStore
+    from services.common.protobuf import ref_to_pb
 
     store = ObjectStore()
     path = Path(value)
@@ -622,7 +622,7 @@ def train_run(
 ) -> None:
     """Train a LoRA adapter as a job, streaming its metrics; prints the checkpoints."""
     from kiln.trainer.v1 import trainer_pb2 as pb
-    from services.common.jobs_servicer import struct_from_dict
+    from services.common.protobuf import struct_from_dict
 
     _apply_stack_env()
     refs = [_dataset_ref(d) for d in datasets]
@@ -665,7 +665,7 @@ def train_prepare(
 ) -> None:
     """Write RISE pairs, the TATA-selected SFT set or BMC-bridged pairs as a dataset."""
     from kiln.trainer.v1 import trainer_pb2 as pb
-    from services.common.jobs_servicer import struct_from_dict
+    from services.common.protobuf import struct_from_dict
 
     _apply_stack_env()
     ref = _dataset_ref(dataset)
@@ -733,7 +733,7 @@ def _judge_config(
     model: str, strategy: str, k: int | None, backend: str, single_order: bool, sets, **extra
 ):
     from kiln.judge.v1 import judge_pb2 as pb
-    from services.common.jobs_servicer import struct_from_dict
+    from services.common.protobuf import struct_from_dict
 
     config = pb.JudgeConfig(
         model=model,
@@ -930,7 +930,7 @@ def toolsynth_run(
     import json
 
     from kiln.toolsynth.v1 import toolsynth_pb2 as pb
-    from services.common.jobs_servicer import struct_from_dict
+    from services.common.protobuf import struct_from_dict
 
     _apply_stack_env()
     shares = {}

@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from kiln.common.v1 import common_pb2, common_pb2_grpc
 from services.common import canary
 from services.common.jobs import JobManager, JobRecord, JobState
-from services.common.objectstore import ObjectRef
+from services.common.protobuf import ref_to_pb, struct_from_dict
 
 WATCH_POLL_S = 0.2
 
@@ -23,21 +23,6 @@ _STATE_TO_PB = {
     JobState.CANCELLED: common_pb2.JOB_STATE_CANCELLED,
 }
 _PB_TO_STATE = {v: k for k, v in _STATE_TO_PB.items()}
-
-
-def ref_to_pb(ref: ObjectRef) -> common_pb2.ObjectRef:
-    return common_pb2.ObjectRef(bucket=ref.bucket, key=ref.key, sha256=ref.sha256, size=ref.size)
-
-
-def ref_from_pb(ref: common_pb2.ObjectRef) -> ObjectRef:
-    return ObjectRef(ref.bucket, ref.key, ref.sha256, ref.size)
-
-
-def struct_from_dict(value: dict) -> struct_pb2.Struct:
-    """A JSON-like dict as a protobuf Struct."""
-    out = struct_pb2.Struct()
-    json_format.ParseDict(value, out)
-    return out
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:

@@ -16,9 +16,9 @@ from kiln.judge.v1 import judge_pb2_grpc
 from services.common.admission import Admission
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
-from services.common.jobs_servicer import job_to_pb, ref_from_pb, struct_from_dict
-from services.common.json_input import struct_to_dict
+from services.common.jobs_servicer import job_to_pb
 from services.common.objectstore import ObjectRef, validate_name
+from services.common.protobuf import ref_from_pb, struct_from_dict, struct_to_dict
 from services.common.settings import Settings
 from services.judge.core.dataplane import (
     JudgeSpec,

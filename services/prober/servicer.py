@@ -13,7 +13,8 @@ from kiln.prober.v1 import prober_pb2 as pb
 from kiln.prober.v1 import prober_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
-from services.common.jobs_servicer import job_to_pb, ref_from_pb
+from services.common.jobs_servicer import job_to_pb
+from services.common.protobuf import ref_from_pb
 from services.common.settings import Settings
 from services.llm.base import Backend
 from services.prober.core.dataplane import (

@@ -13,9 +13,10 @@ from kiln.toolsynth.v1 import toolsynth_pb2 as pb
 from kiln.toolsynth.v1 import toolsynth_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.jobs import JobManager
-from services.common.jobs_servicer import job_to_pb, ref_from_pb
-from services.common.json_input import load_json, struct_to_dict
+from services.common.jobs_servicer import job_to_pb
+from services.common.json_input import load_json
 from services.common.objectstore import ObjectRef, validate_name
+from services.common.protobuf import ref_from_pb, struct_to_dict
 from services.common.settings import Settings
 from services.toolsynth.core.grader import CATEGORIES, grade, grade_text, kind_of, parse_calls
 from services.toolsynth.core.spec import SynthesisSpec, parse_tools

@@ -13,9 +13,9 @@ from kiln.trainer.v1 import trainer_pb2 as pb
 from kiln.trainer.v1 import trainer_pb2_grpc
 from services.common.errors import InvalidInput, NotFound
 from services.common.jobs import JobManager
-from services.common.jobs_servicer import job_to_pb, ref_from_pb, ref_to_pb
-from services.common.json_input import struct_to_dict
+from services.common.jobs_servicer import job_to_pb
 from services.common.objectstore import validate_key, validate_name
+from services.common.protobuf import ref_from_pb, ref_to_pb, struct_to_dict
 from services.common.settings import Settings
 from services.trainer.checkpoints import list_checkpoints
 from services.trainer.core.prepare import prepare_config

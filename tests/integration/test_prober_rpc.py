@@ -13,8 +13,8 @@ from kiln.common.v1 import common_pb2
 from kiln.inference.v1 import inference_pb2
 from kiln.prober.v1 import prober_pb2 as pb
 from services.common.clients import KilnClient
-from services.common.jobs_servicer import ref_to_pb
 from services.common.objectstore import ObjectStore
+from services.common.protobuf import ref_to_pb
 from services.common.settings import Settings, get_settings
 
 ITEM = pb.ProbeItem(

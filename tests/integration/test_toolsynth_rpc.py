@@ -14,8 +14,8 @@ from kiln.common.v1 import common_pb2
 from kiln.inference.v1 import inference_pb2
 from kiln.toolsynth.v1 import toolsynth_pb2 as pb
 from services.common.clients import KilnClient
-from services.common.jobs_servicer import ref_to_pb
 from services.common.objectstore import ObjectStore
+from services.common.protobuf import ref_to_pb
 from services.common.settings import Settings, get_settings
 from services.toolsynth.core.formats import from_toolace
 from services.toolsynth.core.rules import dialog_errors

@@ -9,7 +9,8 @@ import pytest
 from google.protobuf import struct_pb2
 
 from services.common.errors import InvalidInput
-from services.common.json_input import load_json, struct_to_dict
+from services.common.json_input import load_json
+from services.common.protobuf import struct_to_dict
 from services.toolsynth.core.grader import parse_calls
 from services.trainer.core.data import read_rows
 
