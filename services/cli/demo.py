@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from services.cli.app import progress_bar, request_id, submit_and_follow
 
 TINY_POLICIES = ("tiny-demo", "tiny-demo-b")
 DEMO_TOOLS = [
@@ -210,41 +211,6 @@ class StageResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def follow(client: Any, job_id: str, bar: Progress, label: str) -> Any:
-    """Streams a job's progress into a bar until it ends; returns the final Job message.
-    Raises RuntimeError when the job did not succeed."""
-    from kiln.common.v1 import common_pb2
-
-    task = bar.add_task(label, total=1.0)
-    final = None
-    for job in client.jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job_id), timeout=3600):
-        metrics = " ".join(
-            f"{name} {value:.4g}" for name, value in list(job.progress.metrics.items())[:3]
-        )
-        bar.update(
-            task,
-            completed=job.progress.fraction,
-            description=f"{label}: {job.progress.message} {metrics}".rstrip(),
-        )
-        final = job
-    if final is None or final.state != common_pb2.JOB_STATE_SUCCEEDED:
-        state = common_pb2.JobState.Name(final.state) if final else "LOST"
-        error = f"{final.error_code}: {final.error}" if final else ""
-        raise RuntimeError(f"{label} job {job_id} ended {state}: {error}")
-    bar.update(task, completed=1.0)
-    return final
-
-
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
 def _summary(job: Any) -> dict[str, Any]:
     from google.protobuf import json_format
 
@@ -260,16 +226,13 @@ def _output(job: Any, name: str) -> Any:
 class Pipeline:
     """The demo's stages, in order, against the running stack (KILN_* in the environment)."""
 
-    def __init__(self, home: Path, console: Console, config: DemoConfig) -> None:
+    def __init__(self, home: Path, config: DemoConfig) -> None:
         from services.common.objectstore import ObjectStore
 
         self.home, self.config = home, config
         self.run = uuid.uuid4().hex[:8]
         self.store = ObjectStore()
-        self.bar = progress_bar(console)
-
-    def _request_id(self) -> str:
-        return uuid.uuid4().hex
+        self.bar = progress_bar()
 
     def models(self) -> StageResult:
         from kiln.inference.v1 import inference_pb2 as pb
@@ -289,9 +252,7 @@ class Pipeline:
                 elif not (folder / "config.json").exists():
                     build_tiny_model(folder, seed=seed)
                 info = client.stub.LoadModel(
-                    pb.LoadModelRequest(
-                        request_id=self._request_id(), name=name, local_path=str(folder)
-                    ),
+                    pb.LoadModelRequest(request_id=request_id(), name=name, local_path=str(folder)),
                     timeout=300,
                 )
                 loaded.append(f"{name} ({info.parameters:,} parameters, {info.dtype})")
@@ -304,25 +265,23 @@ class Pipeline:
 
     def synthesize(self) -> StageResult:
         from kiln.toolsynth.v1 import toolsynth_pb2 as pb
-        from services.common.clients import KilnClient
         from services.common.protobuf import ref_to_pb, struct_from_dict
 
         t0 = time.perf_counter()
         tools = self.store.put_json(f"datasets/demo-tools/{self.run}/tools.json", DEMO_TOOLS)
-        with KilnClient("toolsynth") as client:
-            job = client.stub.SubmitSynthesis(
-                pb.SynthesisRequest(
-                    request_id=self._request_id(),
-                    count=self.config.dialogs,
-                    seed=self.config.seed,
-                    tools=ref_to_pb(tools),
-                    dialog_mix={"single": 2, "parallel": 1, "dependent": 1, "non_tool": 1},
-                    dataset_name="demo-dialogs",
-                    parameters=struct_from_dict({"agents": {"agents": "template"}}),
-                    export_format="hermes",
-                )
-            )
-            self.dialogs_job = follow(client, job.id, self.bar, "toolsynth")
+        request = pb.SynthesisRequest(
+            request_id=request_id(),
+            count=self.config.dialogs,
+            seed=self.config.seed,
+            tools=ref_to_pb(tools),
+            dialog_mix={"single": 2, "parallel": 1, "dependent": 1, "non_tool": 1},
+            dataset_name="demo-dialogs",
+            parameters=struct_from_dict({"agents": {"agents": "template"}}),
+            export_format="hermes",
+        )
+        self.dialogs_job = submit_and_follow(
+            "toolsynth", lambda client: client.stub.SubmitSynthesis(request), bar=self.bar
+        )
         summary = _summary(self.dialogs_job)
         stats = self.store.get_json(summary["dataset"].rsplit("/", 1)[0] + "/stats.json")
         rejected = sum(s["failed"] for s in stats.values() if isinstance(s, dict) and "failed" in s)
@@ -339,7 +298,6 @@ class Pipeline:
 
     def crowd_sample(self) -> StageResult:
         from kiln.judge.v1 import judge_pb2 as pb
-        from services.common.clients import KilnClient
         from services.common.protobuf import ref_to_pb, struct_from_dict
 
         t0 = time.perf_counter()
@@ -359,19 +317,18 @@ class Pipeline:
             seed=self.config.seed,
             parameters=struct_from_dict({"crowd_max_tokens": self.config.judge_max_tokens}),
         )
-        with KilnClient("judge") as client:
-            job = client.stub.SubmitCrowdSampling(
-                pb.CrowdSamplingRequest(
-                    request_id=self._request_id(),
-                    prompts=ref_to_pb(prompts),
-                    policies=list(policies),
-                    config=config,
-                    dataset_name="demo-crowd",
-                    max_tokens=self.config.policy_max_tokens,
-                    temperature=0.7,
-                )
-            )
-            self.crowd_job = follow(client, job.id, self.bar, "judge")
+        request = pb.CrowdSamplingRequest(
+            request_id=request_id(),
+            prompts=ref_to_pb(prompts),
+            policies=list(policies),
+            config=config,
+            dataset_name="demo-crowd",
+            max_tokens=self.config.policy_max_tokens,
+            temperature=0.7,
+        )
+        self.crowd_job = submit_and_follow(
+            "judge", lambda client: client.stub.SubmitCrowdSampling(request), bar=self.bar
+        )
         summary = _summary(self.crowd_job)
         wins = ", ".join(f"{p} {int(n)}" for p, n in summary["chosen_by_policy"].items())
         parse_rate = summary.get("parse_rate")
@@ -390,7 +347,6 @@ class Pipeline:
 
     def train(self) -> StageResult:
         from kiln.trainer.v1 import trainer_pb2 as pb
-        from services.common.clients import KilnClient
         from services.common.protobuf import struct_from_dict
 
         t0 = time.perf_counter()
@@ -404,21 +360,20 @@ class Pipeline:
             "flat_lora_sigma": self.config.flat_lora_sigma,
             "seed": self.config.seed,
         }
-        with KilnClient("trainer") as client:
-            job = client.stub.SubmitTraining(
-                pb.TrainingRequest(
-                    request_id=self._request_id(),
-                    run_name=f"demo-{self.run}",
-                    objective="sft",
-                    base_model=str(self.base),
-                    datasets=[
-                        _output(self.dialogs_job, "data.jsonl"),
-                        _output(self.crowd_job, "data.jsonl"),
-                    ],
-                    hyperparameters=struct_from_dict(hyperparameters),
-                )
-            )
-            self.train_job = follow(client, job.id, self.bar, "trainer")
+        request = pb.TrainingRequest(
+            request_id=request_id(),
+            run_name=f"demo-{self.run}",
+            objective="sft",
+            base_model=str(self.base),
+            datasets=[
+                _output(self.dialogs_job, "data.jsonl"),
+                _output(self.crowd_job, "data.jsonl"),
+            ],
+            hyperparameters=struct_from_dict(hyperparameters),
+        )
+        self.train_job = submit_and_follow(
+            "trainer", lambda client: client.stub.SubmitTraining(request), bar=self.bar
+        )
         summary = _summary(self.train_job)
         history = self.store.get_jsonl(_output(self.train_job, "metrics.jsonl").key)
         self.checkpoint = summary["checkpoints"][-1]
@@ -450,7 +405,7 @@ class Pipeline:
         with KilnClient("inference") as client:
             client.stub.LoadModel(
                 pb.LoadModelRequest(
-                    request_id=self._request_id(), name=tuned, checkpoint=self.checkpoint
+                    request_id=request_id(), name=tuned, checkpoint=self.checkpoint
                 ),
                 timeout=300,
             )
@@ -461,7 +416,7 @@ class Pipeline:
                     "'The answer is N.'"
                 )
                 request = pb.GenerateRequest(
-                    request_id=self._request_id(),
+                    request_id=request_id(),
                     model=tuned,
                     messages=pb.Messages(messages=[pb.ChatMessage(role="user", content=content)]),
                     sampling=pb.SamplingParams(
@@ -497,22 +452,20 @@ class Pipeline:
 
     def probe(self) -> StageResult:
         from kiln.prober.v1 import prober_pb2 as pb
-        from services.common.clients import KilnClient
         from services.common.protobuf import ref_to_pb
 
         t0 = time.perf_counter()
         rows = [{k: a[k] for k in ("question", "gold", "reasoning")} for a in self.answers]
         items = self.store.put_jsonl(f"datasets/demo-probe/{self.run}/items.jsonl", rows)
-        with KilnClient("prober") as client:
-            job = client.stub.SubmitProbe(
-                pb.SubmitProbeRequest(
-                    request_id=self._request_id(),
-                    model=self.config.policies[0],  # the base model reads its adapter's chains
-                    dataset=ref_to_pb(items),
-                    step_mode="lines",
-                )
-            )
-            final = follow(client, job.id, self.bar, "prober")
+        request = pb.SubmitProbeRequest(
+            request_id=request_id(),
+            model=self.config.policies[0],  # the base model reads its adapter's chains
+            dataset=ref_to_pb(items),
+            step_mode="lines",
+        )
+        final = submit_and_follow(
+            "prober", lambda client: client.stub.SubmitProbe(request), bar=self.bar
+        )
         summary = _summary(final)
         accuracy = summary.get("accuracy")
         return StageResult(
@@ -555,7 +508,7 @@ def run_demo(
         )
     ]
     try:
-        pipeline = Pipeline(home, console, config)
+        pipeline = Pipeline(home, config)
         with pipeline.bar:
             for stage in (
                 pipeline.models,
