@@ -204,6 +204,21 @@ def test_demo_runs_every_stage_and_commits_its_artifacts(tmp_path: Path) -> None
         subprocess.run([*KILN, "down"], env=env, capture_output=True, timeout=120, cwd=ROOT)
     assert stack is not None and not any(pid_alive(p.pid) for p in stack.procs)
 
+    def kiln(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*KILN, *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+        )
+
+    assert kiln("up").returncode == 0  # `kiln down && kiln up`: the checkpoint is still there
+    try:
+        listed = kiln("train", "checkpoints", f"demo-{run}")
+        assert listed.returncode == 0 and checkpoint in listed.stdout, listed.stdout
+        loaded = kiln("models", "load", "restored", checkpoint)
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        assert loaded.stdout.startswith("loaded restored on hf")
+    finally:
+        assert kiln("down").returncode == 0
+
 
 def _settings_from(env: dict[str, str]) -> dict[str, str]:
     return {

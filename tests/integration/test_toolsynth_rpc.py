@@ -19,6 +19,7 @@ from services.common.protobuf import ref_to_pb
 from services.common.settings import Settings, get_settings
 from services.toolsynth.core.formats import from_toolace
 from services.toolsynth.core.rules import dialog_errors
+from tests.integration.test_jobs import wait_for
 from tests.toolsynth_fixtures import TOOLS
 
 FUNCTIONS = json.dumps(
@@ -170,6 +171,29 @@ def test_template_synthesis_job_is_byte_reproducible(client, kiln_env, worker) -
     assert again.id != final.id
     for name in ("data.jsonl", "dialogs.jsonl", "tools.jsonl", "stats.json", "rejected.jsonl"):
         assert _shas(again)[name] == _shas(final)[name], name
+
+
+def test_cancel_stops_a_running_synthesis_and_commits_nothing(client, kiln_env, worker) -> None:
+    worker("toolsynth")
+    request = pb.SynthesisRequest(
+        request_id="synth-cancel",
+        count=5000,
+        tools=_tools_ref(kiln_env),
+        dataset_name="cancelled",
+        parameters=_parameters({"agents": {"agents": "template"}}),
+    )
+    job = client.stub.SubmitSynthesis(request)
+
+    def get() -> common_pb2.Job:
+        return client.jobs.GetJob(common_pb2.GetJobRequest(job_id=job.id))
+
+    wait_for(lambda: "dialogs generated" in get().progress.message, 120, "generation under way")
+    client.jobs.CancelJob(common_pb2.CancelJobRequest(job_id=job.id))
+    final = wait_for(
+        lambda: (j := get()).state == common_pb2.JOB_STATE_CANCELLED and j, 10, "cancel"
+    )
+    assert final.error_code == "CANCELLED" and final.progress.step == 0, "in round 1 of 5000"
+    assert not ObjectStore(kiln_env).is_committed(f"datasets/cancelled/{job.id}")
 
 
 def test_llm_synthesis_job_on_a_served_tiny_model_replays_from_the_cache(

@@ -299,6 +299,43 @@ def test_kill_9_worker_resumes_training_from_the_latest_checkpoint(
     assert steps == list(range(20, 301, 20))
 
 
+def test_cancel_stops_a_running_training_and_the_worker_takes_the_next_job(
+    grpc_server, worker, slow_redelivery: Settings, tiny_model: Path
+) -> None:
+    store = ObjectStore(slow_redelivery)
+    server = grpc_server("trainer", slow_redelivery)
+    main = worker("trainer")
+    data = upload(store, "datasets/count/1/data.jsonl", SFT_ROWS)
+    with KilnClient("trainer", target=server.target) as client:
+        job = client.stub.SubmitTraining(
+            pb.TrainingRequest(
+                request_id="cancel-1",
+                run_name="cancelled",
+                objective="sft",
+                base_model=str(tiny_model),
+                datasets=[data],
+                hyperparameters=struct({"max_steps": 300, "batch_size": 8}),
+            )
+        )
+
+        def get(job_id: str) -> common_pb2.Job:
+            return client.jobs.GetJob(common_pb2.GetJobRequest(job_id=job_id))
+
+        wait_for(lambda: get(job.id).progress.step >= 3, 300, "three steps")
+        client.jobs.CancelJob(common_pb2.CancelJobRequest(job_id=job.id))
+        final = wait_for(
+            lambda: (j := get(job.id)).state == common_pb2.JOB_STATE_CANCELLED and j, 10, "cancel"
+        )
+        canary = client.jobs.SubmitCanary(
+            common_pb2.SubmitCanaryRequest(request_id="after-cancel", shards=2)
+        )
+        after = watch(client, canary.id, timeout=60)[-1]
+    assert final.error_code == "CANCELLED" and 3 <= final.progress.step < 300
+    assert after.state == common_pb2.JOB_STATE_SUCCEEDED and after.attempts == 1
+    assert list_checkpoints(store, "cancelled") == [], "nothing committed"
+    assert os.getpgid(main) == main, "the same worker took the next job"
+
+
 def test_prepare_data_through_inference_and_the_cli(
     grpc_server, worker, kiln_env: Settings, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
