@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -82,6 +82,10 @@ def speed_table(context: int, new_tokens: int) -> None:
         cache = QuantizedCache(
             backend="quanto", config=model.config, nbits=4, q_group_size=32, residual_length=32
         )
+        warm = QuantizedCache(
+            backend="quanto", config=model.config, nbits=4, q_group_size=32, residual_length=32
+        )
+        hf_rate(model, ids[:64], 2, warm)  # quanto compiles its extension on first use
         quanto = hf_rate(model, ids, new_tokens, cache)
         rows.append(("transformers QuantizedCache quanto int4", quanto))
     except Exception as exc:  # optional: optimum-quanto
@@ -113,11 +117,20 @@ def prefill_peak(context: int, chunk: int) -> float:
     """Peak resident MiB of this process after prefilling `context` tokens in `chunk`s
     (run in a fresh process by peak_table)."""
     model, ids = model_and_ids(context)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
+    loaded = _status_mib("VmHWM")
     batch = DecodeBatch(model, prefill_chunk=chunk)
     kv = KVConfig("snapkv", bits=4, budget_fp16_tokens=context / 8)
     batch.admit(batch.sequence(ids, 1, lambda lp: int(lp.argmax()), kv, None))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - loaded
+    return _status_mib("VmHWM") - loaded
+
+
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (kB) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
 
 
 def peak_table(context: int) -> None:

@@ -91,7 +91,8 @@ class LayerStore:
         self.residual_v = self.residual_v.clone()
 
     def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dequantized keys and values [H, N, D] in the model's dtype (transient)."""
+        """Dequantized keys and values [H, N, D] in the model's dtype (transient): the
+        reference that attention over the codes (quantized_attention) is tested against."""
         residual_k, residual_v = self.residual_k.to(self.dtype), self.residual_v.to(self.dtype)
         if self.keys_q is None:
             return residual_k, residual_v
@@ -196,8 +197,10 @@ class KilnCache:
     values, newest queries and H2O scores until the last chunk, then prunes and stores it
     (store_prefill). The selection is the one an unchunked prefill makes: SnapKV's window is
     the prompt's end, H2O's column sums add up over chunks.
-    During decoding update() appends and returns the whole (dequantized) cache. It also works
-    as transformers' own `model.generate(..., past_key_values=cache)` cache.
+    During decoding update() appends, and kiln_attention attends over the stored codes and the
+    16-bit residual (services.kv.quantized_attention): the history is never dequantized. It
+    also works as the cache of transformers' own `model.generate(..., past_key_values=cache)`
+    on a model whose attention is kiln_attention.
     """
 
     is_compileable = False  # asked of every cache by transformers' generate()
@@ -235,8 +238,7 @@ class KilnCache:
         store.extend(key_states[0], value_states[0], positions)
         if layer_idx == self.geometry.num_layers - 1:
             self.seen_tokens += new
-        keys, values = store.keys_values()
-        return keys.unsqueeze(0), values.unsqueeze(0)
+        return key_states, value_states  # kiln_attention reads the store itself
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
@@ -403,11 +405,8 @@ class KilnCache:
 class BatchedKilnCache:
     """Decodes several sequences together, each with its own KilnCache (its own method,
     budget and bits). Each sequence is prefilled alone (its compression needs its own
-    attention); decoding steps then take one token per sequence, [B, 1].
-
-    update() returns keys/values [B, Hkv, Lmax, D] padded at the right and leaves `mask`
-    [B, 1, 1, Lmax] (True where a stored token is real) and each row's length for
-    kiln_attention, which hands each sequence its own attention for decode-time eviction.
+    attention); decoding steps then take one token per sequence, [B, 1]: update() appends
+    row b to sequence b's cache, and kiln_attention attends each row over its own store.
     """
 
     is_compileable = False
@@ -416,8 +415,6 @@ class BatchedKilnCache:
         if any(c.prefilling for c in caches):
             raise ValueError("prefill every sequence before batching it")
         self.caches = caches
-        self.mask: torch.Tensor | None = None
-        self.lengths: list[int] = []
 
     def update(
         self,
@@ -427,22 +424,10 @@ class BatchedKilnCache:
         *args: object,
         **kwargs: object,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [
+        for b, cache in enumerate(self.caches):
             cache.update(key_states[b : b + 1], value_states[b : b + 1], layer_idx)
-            for b, cache in enumerate(self.caches)
-        ]
         ACTIVE.cache = self
-        width = max(k.shape[2] for k, _ in rows)
-        keys = key_states.new_zeros(len(rows), key_states.shape[1], width, key_states.shape[3])
-        values = torch.zeros_like(keys)
-        mask = torch.zeros(len(rows), 1, 1, width, dtype=torch.bool, device=keys.device)
-        for b, (k, v) in enumerate(rows):
-            keys[b, :, : k.shape[2]] = k[0]
-            values[b, :, : v.shape[2]] = v[0]
-            mask[b, ..., : k.shape[2]] = True
-        self.mask = mask
-        self.lengths = [k.shape[2] for k, _ in rows]
-        return keys, values
+        return key_states, value_states
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return max(cache.seen_tokens for cache in self.caches)

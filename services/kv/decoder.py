@@ -21,6 +21,7 @@ from services.common.errors import InvalidInput
 from services.kv import TokenStep
 from services.kv.budget import CacheGeometry, KVConfig, KVPlan, plan_kv
 from services.kv.cache import ACTIVE, BatchedKilnCache, KilnCache
+from services.kv.quantized_attention import attend
 
 ATTENTION_NAME = "kiln"
 _NO_MASK = torch.zeros(1, 1, 1, 1, dtype=torch.bool)  # a prepared 4-D mask: HF skips masking
@@ -45,21 +46,27 @@ def kiln_attention(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
-    if isinstance(cache, BatchedKilnCache):  # one decode token per sequence, padded caches
-        needs_probs = any(c.needs_attention_probs for c in cache.caches)
-        out, probs = _decode_attention(query, key, value, scaling, cache.mask, needs_probs)
-        for row, (seq_cache, length) in enumerate(zip(cache.caches, cache.lengths, strict=True)):
-            row_probs = None if probs is None else probs[row, ..., :length]
-            seq_cache.after_decode_attention(module.layer_idx, row_probs)
-        return out, None
     layer = module.layer_idx
+    if isinstance(cache, BatchedKilnCache):  # one decode token per sequence, its own store
+        rows = [
+            _decode(seq_cache, layer, query[row], scaling)
+            for row, seq_cache in enumerate(cache.caches)
+        ]
+        return torch.stack(rows).transpose(1, 2).contiguous(), None
     if cache.prefilling:
         keys, values = cache.prefill_chunk(layer, query[0], key[0], value[0], scaling)
         out = _prefill_attention(query, keys.unsqueeze(0), values.unsqueeze(0), scaling)
         return out.transpose(1, 2).contiguous(), None
-    out, probs = _decode_attention(query, key, value, scaling, None, cache.needs_attention_probs)
-    cache.after_decode_attention(layer, None if probs is None else probs[0])
-    return out, None
+    out = _decode(cache, layer, query[0], scaling)
+    return out.unsqueeze(0).transpose(1, 2).contiguous(), None
+
+
+def _decode(cache: KilnCache, layer: int, query: torch.Tensor, scaling: float) -> torch.Tensor:
+    """query [Hq, 1, D] over the layer's compressed store -> [Hq, 1, D]; then the cache's
+    decode-time eviction, with this step's attention when H2O needs it."""
+    out, probs = attend(query, cache.layers[layer], scaling, cache.needs_attention_probs)
+    cache.after_decode_attention(layer, probs)
+    return out
 
 
 def _prefill_attention(
@@ -77,30 +84,6 @@ def _prefill_attention(
     return F.scaled_dot_product_attention(
         query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True
     )
-
-
-def _decode_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    scaling: float,
-    mask: torch.Tensor | None,
-    needs_probs: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """query [B, Hq, 1, D], key/value [B, Hkv, L, D], mask [B, 1, 1, L] or None ->
-    (output [B, 1, Hq, D], probabilities [B, Hq, 1, L] when H2O needs them, else None)."""
-    if not needs_probs:
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True
-        )
-        return out.transpose(1, 2).contiguous(), None
-    group = query.shape[1] // key.shape[1]
-    logits = (query @ key.repeat_interleave(group, dim=1).transpose(-1, -2) * scaling).float()
-    if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf"))
-    probs = logits.softmax(-1)
-    out = probs.to(value.dtype) @ value.repeat_interleave(group, dim=1)
-    return out.transpose(1, 2).contiguous(), probs
 
 
 _registered = False

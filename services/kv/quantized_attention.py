@@ -51,7 +51,7 @@ def attend(
     probs = torch.cat(logits, dim=-1).softmax(-1)  # [Hkv, g, N]
     out = torch.einsum("hgn,hnd->hgd", probs[..., quantized:], store.residual_v.float())
     for start in range(0, quantized, CHUNK_TOKENS):
-        out += _value_sum(probs[..., start : start + CHUNK_TOKENS], store, start)
+        out += _value_sum(probs[..., start : min(start + CHUNK_TOKENS, quantized)], store, start)
     out = out.reshape(q_heads, 1, dim).to(query.dtype)
     return out, probs.reshape(q_heads, 1, -1) if want_probs else None
 

@@ -48,7 +48,8 @@ def test_attention_over_codes_equals_dequantize_then_attend(bits: int, tokens: i
 def test_more_than_one_chunk_of_codes_is_read_chunk_by_chunk(monkeypatch) -> None:
     store = filled_store(300, 4)
     query = torch.randn(9, 1, 64, generator=torch.Generator().manual_seed(2))
-    whole, _ = quantized_attention.attend(query, store, 0.125)
     monkeypatch.setattr(quantized_attention, "CHUNK_TOKENS", 64)  # 256 quantized: 4 chunks
-    chunked, _ = quantized_attention.attend(query, store, 0.125)
-    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    chunked, probs = quantized_attention.attend(query, store, 0.125, want_probs=True)
+    expected_out, expected_probs = reference(query, store, 0.125)
+    torch.testing.assert_close(probs, expected_probs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(chunked, expected_out, rtol=1e-4, atol=1e-5)
