@@ -83,17 +83,25 @@ def parse_sets(values: list[str] | None) -> dict:
     return parsed
 
 
-def dataset_ref(value: str):
-    """A local file (uploaded under datasets/cli-<digest>/) or an object-store key."""
-    from services.common.objectstore import ObjectStore
+def dataset_ref(value: str, option: str) -> Any:
+    """A local file (uploaded under datasets/cli-<digest>/) or an object-store key, as an
+    ObjectRef; InvalidInput naming the command's `option` when it is neither."""
+    from services.common.errors import InvalidInput, NotFound
+    from services.common.objectstore import ObjectStore, validate_key
     from services.common.protobuf import ref_to_pb
 
+    apply_stack_env()
     store = ObjectStore()
     path = Path(value)
     if path.is_file():
         digest = uuid.uuid4().hex[:12]
         return ref_to_pb(store.put_file(f"datasets/cli-{digest}/v1/{path.name}", path))
-    return ref_to_pb(store.stat(value))
+    try:
+        return ref_to_pb(store.stat(validate_key(value, option)))
+    except (InvalidInput, NotFound):
+        raise InvalidInput(
+            option, f"{value!r} is neither a local file nor an object in the store"
+        ) from None
 
 
 def job_row(job: Any) -> list[str]:

@@ -53,12 +53,19 @@ def jobs_watch(job_id: str, service: str = SERVICE_OPTION) -> None:
 
 
 @app.command("cancel")
-def jobs_cancel(job_id: str, service: str = SERVICE_OPTION) -> None:
-    """Cancel a queued or running job."""
+def jobs_cancel(
+    job_id: str,
+    service: str = SERVICE_OPTION,
+    wait: bool = typer.Option(True, help="wait until the job has stopped"),
+) -> None:
+    """Cancel a queued or running job (a running one stops at its next progress report, or
+    by force after KILN_CANCEL_GRACE_S)."""
     from kiln.common.v1 import common_pb2
 
     with connect(service) as client:
         job = client.jobs.CancelJob(common_pb2.CancelJobRequest(job_id=job_id))
+        if wait:
+            *_, job = client.jobs.WatchJob(common_pb2.WatchJobRequest(job_id=job_id))
     console.print(" ".join(job_row(job)[:3]))
 
 

@@ -152,7 +152,7 @@ def judge_eval(
     config = _judge_config(model, strategy, k, backend, single_order, sets, max_calls=max_calls)
     request = pb.EvaluationRequest(
         request_id=request_id(),
-        dataset=dataset_ref(dataset),
+        dataset=dataset_ref(dataset, "DATASET"),
         config=config,
         limit=limit,
         distill=distill,
@@ -189,7 +189,7 @@ def judge_crowd(
     apply_stack_env()
     request = pb.CrowdSamplingRequest(
         request_id=request_id(),
-        prompts=dataset_ref(prompts),
+        prompts=dataset_ref(prompts, "PROMPTS"),
         policies=policies,
         config=_judge_config(model, "cce", k, "remote", False, sets),
         dataset_name=out,

@@ -98,9 +98,9 @@ def toolsynth_run(
         export_format=export_format,
     )
     if tools:
-        request.tools.CopyFrom(dataset_ref(tools))
+        request.tools.CopyFrom(dataset_ref(tools, "--tools"))
     if benchmark_tools:
-        request.benchmark_tools.CopyFrom(dataset_ref(benchmark_tools))
+        request.benchmark_tools.CopyFrom(dataset_ref(benchmark_tools, "--benchmark-tools"))
     final = submit_and_follow("toolsynth", lambda client: client.stub.SubmitSynthesis(request))
     from google.protobuf import json_format
 

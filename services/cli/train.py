@@ -35,7 +35,7 @@ def train_run(
     from services.common.protobuf import struct_from_dict
 
     apply_stack_env()
-    refs = [dataset_ref(d) for d in datasets]
+    refs = [dataset_ref(d, "DATASETS") for d in datasets]
     request = pb.TrainingRequest(
         request_id=request_id(),
         run_name=run,
@@ -74,7 +74,7 @@ def train_prepare(
     from services.common.protobuf import struct_from_dict
 
     apply_stack_env()
-    ref = dataset_ref(dataset)
+    ref = dataset_ref(dataset, "DATASET")
     request = pb.PrepareDataRequest(
         request_id=request_id(),
         method=method,
