@@ -59,13 +59,16 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     meta: dict[str, Any],
     merge: bool = False,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> CheckpointInfo:
-    """Uploads adapter + state (and merged weights), then commits the manifest last."""
+    """Uploads adapter + state (and merged weights), then commits the manifest last.
+    weights: the model's trainable state when the model cannot give it itself (FSDP
+    shards: gathered by the caller)."""
     step = int(trainer_state["step"])
     prefix = checkpoint_prefix(run_name, step)
     with tempfile.TemporaryDirectory(prefix="kiln-ckpt-") as tmp:
         adapter, merged = Path(tmp) / "adapter", Path(tmp) / "merged"
-        model.save_pretrained(adapter)
+        model.save_pretrained(adapter, **({"state_dict": weights} if weights else {}))
         torch.save(trainer_state["optimizer"], adapter / "optimizer.pt")
         (adapter / "trainer_state.json").write_text(
             json.dumps({k: v for k, v in trainer_state.items() if k != "optimizer"}, indent=1)

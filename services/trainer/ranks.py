@@ -4,7 +4,8 @@ The Celery task is rank 0: it reports progress, writes checkpoints and is the on
 cancellation or a worker death reaches. Ranks 1..N-1 are `python -m services.trainer.ranks
 SPEC` subprocesses that rebuild the same examples, model and (when resuming) checkpoint, and
 train in step with rank 0 over one torch.distributed group (gloo on CPU, NCCL on GPU). They
-write nothing; they end with rank 0's last step, and are killed with the task.
+write nothing (with FSDP they take part in gathering each checkpoint's state); they end with
+rank 0's last step, and are killed with the task.
 """
 
 from __future__ import annotations
@@ -100,8 +101,16 @@ def run_rank(spec_path: Path, rank: int) -> None:
     if spec["resumed_folder"]:
         trainer.load_state_dict(load_checkpoint_folder(Path(spec["resumed_folder"]), trainer.model))
     init_process_group(rank, config.world_size, "127.0.0.1", spec["port"])
+    if config.fsdp:
+        trainer.shard()
+
+    def gather_for_checkpoint(_: object) -> None:
+        if trainer.sharded and trainer.saves_now():  # rank 0 gathers the same, and writes
+            trainer.trainable_state()
+            trainer.state_dict()
+
     try:
-        trainer.run()
+        trainer.run(gather_for_checkpoint)
     finally:
         dist.destroy_process_group()
 

@@ -114,13 +114,16 @@ def run_training(
         if join_group is None:
             raise ValueError("a run of several processes needs join_group")
         join_group(resumed_folder)
+        if config.fsdp:
+            trainer.shard()
 
     meta = {"fingerprint": fingerprint, "objective": config.objective, "base": base_source}
 
     def save(final: bool) -> None:
+        weights = trainer.trainable_state()  # with FSDP gathered from every rank
         state = {**trainer.state_dict(), "history": outcome.history, "config": config.to_dict()}
         info = save_checkpoint(
-            store, run_name, model, tokenizer, state, meta, merge=final and config.merge
+            store, run_name, model, tokenizer, state, meta, final and config.merge, weights
         )
         outcome.checkpoints.append(info)
 
@@ -131,7 +134,7 @@ def run_training(
         done = trainer.step >= trainer.total
         if done and trainer.flat:
             trainer.flat.remove()  # the saved (and merged) model is plain LoRA
-        if done or (config.save_every and trainer.step % config.save_every == 0):
+        if trainer.saves_now():
             save(final=done)
 
     trainer.run(after_step)

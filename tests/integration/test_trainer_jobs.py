@@ -423,15 +423,18 @@ def test_prepare_data_through_inference_and_the_cli(
     assert "checkpoints/cli-bmc/2" in outcome.output
 
 
+@pytest.mark.parametrize("fsdp", [False, True], ids=["data-parallel", "fsdp"])
 def test_two_process_run_resumes_and_its_job_matches(
-    grpc_server, worker, kiln_env: Settings, tiny_model: Path
+    grpc_server, worker, kiln_env: Settings, tiny_model: Path, fsdp: bool
 ) -> None:
-    """A 2-process gloo run (rank 0 here, rank 1 a `services.trainer.ranks` subprocess) crashed
-    after its step-2 checkpoint and resumed ends where the uninterrupted run ends, and the
-    same run submitted as a job (world_size=2 on the worker) writes the same adapter."""
+    """A 2-process gloo run (rank 0 here, rank 1 a `services.trainer.ranks` subprocess),
+    data parallel or FSDP, crashed after its step-2 checkpoint and resumed ends where the
+    uninterrupted run ends, and the same run submitted as a job (world_size=2 on the worker)
+    writes the same adapter."""
     store = ObjectStore(kiln_env)
     values = {"max_steps": 4, "batch_size": 2, "save_every": 2, "learning_rate": 3e-3}
     values |= {"world_size": 2, "flat_lora_sigma": 0.1, "packing": True, "max_length": 128}
+    values |= {"fsdp": fsdp}
     config = TrainConfig.from_hyperparameters("sft", values)
     train = trainer_run(store, config, tiny_model, kiln_env)
     train("ddp-straight")

@@ -50,7 +50,11 @@ def gradients_of_steps(trainer: Trainer, steps: int) -> tuple[list[list[torch.Te
     """The gradients the optimizer is given at each step (the step itself is skipped, so every
     step starts from the same weights), and the step results."""
     seen: list[list[torch.Tensor]] = []
-    trainer.optimizer.step = lambda: seen.append([p.grad.clone() for p in trainer.trainable])
+
+    def whole(grad: torch.Tensor) -> torch.Tensor:  # an FSDP shard is gathered (a collective)
+        return grad.full_tensor() if hasattr(grad, "full_tensor") else grad.clone()
+
+    trainer.optimizer.step = lambda: seen.append([whole(p.grad) for p in trainer.trainable])
     results = [trainer.train_step() for _ in range(steps)]
     return seen, results
 
@@ -130,57 +134,76 @@ def test_example_targets_count_the_trained_tokens() -> None:
     assert int(batch["completion_mask"][:, 1:].sum()) == 4
 
 
-def _rank(rank: int, folder: str, port: int, out: str, phase: str) -> None:
+def _rank(rank: int, folder: str, port: int, out: str, phase: str, fsdp: bool) -> None:
     from services.trainer.core.distributed import init_process_group
 
     torch.set_num_threads(1)
     init_process_group(rank, 2, "127.0.0.1", port)
-    config = TrainConfig(batch_size=2, world_size=2, learning_rate=1e-3, **BASE)
+    config = TrainConfig(batch_size=2, world_size=2, learning_rate=1e-3, fsdp=fsdp, **BASE)
     trainer = build_trainer(Path(folder), rows(16, seed=11), config, rank)
     if phase == "grads":
+        if fsdp:
+            trainer.shard()
         seen, _ = gradients_of_steps(trainer, 2)
         torch.save(seen, f"{out}/grads-{rank}.pt")
     else:
         if phase == "second_half":
             state = torch.load(f"{out}/state.pt", weights_only=False)
-            for parameter, saved in zip(trainer.trainable, state["weights"], strict=True):
-                parameter.data.copy_(saved)
+            trainer.model.load_state_dict(state["weights"], strict=False)
             trainer.load_state_dict(state["trainer"])
+        if fsdp:
+            trainer.shard()
         steps = {"whole": 4, "first_half": 2, "second_half": 2}[phase]
         for _ in range(steps):
             trainer.train_step()
-        weights = [p.detach().clone() for p in trainer.trainable]
+        weights = _trainable_weights(trainer)
+        state = trainer.state_dict()  # with FSDP a collective: every rank gathers
         if phase == "first_half" and rank == 0:
-            torch.save({"weights": weights, "trainer": trainer.state_dict()}, f"{out}/state.pt")
+            torch.save({"weights": weights, "trainer": state}, f"{out}/state.pt")
         torch.save(weights, f"{out}/{phase}-{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
-def _two_ranks(folder: Path, out: Path, phase: str) -> None:
+def _trainable_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """The LoRA weights by name, whole (gathered from the shards with FSDP)."""
+    gathered = trainer.trainable_state()
+    if gathered is not None:
+        return gathered
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+
+
+def _two_ranks(folder: Path, out: Path, phase: str, fsdp: bool = False) -> None:
     from services.cli.embedded import free_port
 
-    mp.spawn(_rank, args=(str(folder), free_port(), str(out), phase), nprocs=2, join=True)
+    mp.spawn(_rank, args=(str(folder), free_port(), str(out), phase, fsdp), nprocs=2, join=True)
 
 
+@pytest.mark.parametrize("fsdp", [False, True], ids=["data-parallel", "fsdp"])
 def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(
-    tiny_model: Path, tmp_path: Path
+    tiny_model: Path, tmp_path: Path, fsdp: bool
 ) -> None:
-    _two_ranks(tiny_model, tmp_path, "grads")
+    _two_ranks(tiny_model, tmp_path, "grads", fsdp)
     single = TrainConfig(batch_size=4, **{**BASE, "seed": 3})
     want, _ = gradients_of_steps(build_trainer(tiny_model, rows(16, seed=11), single), 2)
     for rank in (0, 1):
         assert_same_gradients(torch.load(tmp_path / f"grads-{rank}.pt"), want)
 
 
+@pytest.mark.parametrize("fsdp", [False, True], ids=["data-parallel", "fsdp"])
 def test_a_two_process_run_resumed_from_its_state_equals_the_uninterrupted_run(
-    tiny_model: Path, tmp_path: Path
+    tiny_model: Path, tmp_path: Path, fsdp: bool
 ) -> None:
     for phase in ("whole", "first_half", "second_half"):
-        _two_ranks(tiny_model, tmp_path, phase)
+        _two_ranks(tiny_model, tmp_path, phase, fsdp)
     whole = torch.load(tmp_path / "whole-0.pt")
-    for rank in (0, 1):  # the ranks agree, and the resumed run ends where the whole one does
-        for a, b in zip(whole, torch.load(tmp_path / f"second_half-{rank}.pt"), strict=True):
-            assert torch.equal(a, b)
+    assert whole and all("lora_" in name for name in whole)
+    # the ranks agree (with FSDP only rank 0 gathers the weights), and the resumed run ends
+    # where the whole one does
+    for rank in (0,) if fsdp else (0, 1):
+        resumed = torch.load(tmp_path / f"second_half-{rank}.pt")
+        assert resumed.keys() == whole.keys()
+        for name, weight in whole.items():
+            assert torch.equal(weight, resumed[name]), name
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_model: Path) -> None:

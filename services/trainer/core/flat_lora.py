@@ -111,6 +111,7 @@ class FlatLoRA:
             raise ValueError("the model has no LoRA linear layers to perturb")
         self.row_scales: dict[int, torch.Tensor] = {}
         self.step = 0
+        self.sigma_t = 0.0  # no noise before the first begin_step
         for index, (_, module) in enumerate(self.layers):
             if module.base_layer.weight.requires_grad:
                 raise ValueError("Flat-LoRA perturbs frozen base weights; this one is trainable")
@@ -123,21 +124,27 @@ class FlatLoRA:
     def sigma_at(self, step: int, total_steps: int) -> float:
         return self.config.sigma * ramp(step / max(total_steps, 1), self.config.schedule)
 
-    @torch.no_grad()
     def begin_step(self, step: int, total_steps: int) -> None:
-        """Row scales sigma_t * ||W'_i|| / sqrt(n) from the current A and B."""
+        """Starts a step: its seeds and sigma_t; the row scales follow from the step's A and B
+        at each layer's first forward (where an FSDP-sharded layer's weights are whole)."""
         self.step = step
-        sigma_t = self.sigma_at(step, total_steps)
-        for index, (_, module) in enumerate(self.layers):
-            weight = merged_weight(module).float()
+        self.sigma_t = self.sigma_at(step, total_steps)
+        self.row_scales.clear()
+
+    @torch.no_grad()
+    def row_scale(self, index: int) -> torch.Tensor:
+        """sigma_t * ||W'_i|| / sqrt(n) of layer `index`'s rows, [out], once per step."""
+        if index not in self.row_scales:
+            weight = merged_weight(self.layers[index][1]).float()
             norms = torch.linalg.vector_norm(weight, dim=1)
-            self.row_scales[index] = sigma_t * norms / math.sqrt(weight.shape[1])
+            self.row_scales[index] = self.sigma_t * norms / math.sqrt(weight.shape[1])
+        return self.row_scales[index]
 
     def layer_noise(self, index: int) -> torch.Tensor:
         """The eps of layer `index` at the current step (for inspection and tests)."""
         module = self.layers[index][1]
         return noise(
-            self.row_scales[index],
+            self.row_scale(index),
             module.base_layer.in_features,
             self.seed_for(self.step, index),
             module.base_layer.weight.dtype,
@@ -148,10 +155,10 @@ class FlatLoRA:
         base = module.base_layer
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            scale = self.row_scales.get(index)
-            if module.disable_adapters or scale is None or not scale.any():
+            if module.disable_adapters or not self.sigma_t:
                 return nn.functional.linear(x, base.weight, base.bias)
-            out = _PerturbedLinear.apply(x, base.weight, scale, self.seed_for(self.step, index))
+            seed = self.seed_for(self.step, index)
+            out = _PerturbedLinear.apply(x, base.weight, self.row_scale(index), seed)
             return out if base.bias is None else out + base.bias
 
         return forward

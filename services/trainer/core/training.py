@@ -83,6 +83,7 @@ class TrainConfig:
     packing: bool = False  # SFT: several examples per row
     mixed_precision: str = "no"  # no | bf16 (autocast)
     gradient_checkpointing: bool = False
+    fsdp: bool = False  # shard the model's weights over the ranks (PyTorch FSDP, fully_shard)
 
     @property
     def global_batch(self) -> int:
@@ -153,6 +154,13 @@ class TrainConfig:
             ("world_size", 1 <= self.world_size <= 64, "must be in 1..64"),
             ("packing", not (self.packing and self.preference), "applies to sft only"),
             ("mixed_precision", self.mixed_precision in ("no", "bf16"), "must be no or bf16"),
+            ("fsdp", not self.fsdp or self.world_size > 1, "shards over ranks: world_size >= 2"),
+            (
+                "merge",
+                not (self.fsdp and self.merge),
+                "merged weights need the whole model in one process; with fsdp, load the "
+                "adapter checkpoint instead",
+            ),
         ]
         for name, ok, reason in checks:
             if not ok:
@@ -269,14 +277,50 @@ class Trainer:
         flat = config.flat_lora
         self.flat = FlatLoRA(model, flat) if flat else None
         self.step = 0
+        self.sharded = False
+        self.pending_optimizer_state: dict[str, Any] | None = None
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The step and the optimizer state (with FSDP gathered whole: a collective)."""
+        if self.sharded:
+            state = distributed.full_optimizer_state(self.model, self.optimizer)
+            return {"step": self.step, "optimizer": state}
         return {"step": self.step, "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores state_dict()'s result; with FSDP before shard(), which applies it."""
         self.step = int(state["step"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.config.fsdp:
+            self.pending_optimizer_state = state["optimizer"]
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+    def shard(self) -> None:
+        """FSDP (config.fsdp): shards the model over the run's ranks, once the process group
+        exists and before the first step; the optimizer then steps each rank's shard."""
+        distributed.shard_model(self.model)
+        self.sharded = True
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
+        if self.pending_optimizer_state is not None:
+            distributed.load_full_optimizer_state(
+                self.model, self.optimizer, self.pending_optimizer_state
+            )
+            self.pending_optimizer_state = None
+
+    def saves_now(self) -> bool:
+        """Whether the step just taken ends with a checkpoint (the last step, or every
+        save_every): every rank asks, since with FSDP saving gathers from all of them."""
+        done = self.step >= self.total
+        return done or bool(self.config.save_every and self.step % self.config.save_every == 0)
+
+    def trainable_state(self) -> dict[str, torch.Tensor] | None:
+        """With FSDP, the LoRA weights gathered whole for a checkpoint (a collective); None
+        when every rank holds them already."""
+        return distributed.full_trainable_state(self.model) if self.sharded else None
 
     # -- steps -----------------------------------------------------------------------------
     def run(self, on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
@@ -302,6 +346,8 @@ class Trainer:
         # the DPO family averages over pairs, SFT over target tokens
         scale = len(batch) if config.preference else sum(e.targets for e in batch)  # type: ignore[union-attr]
         loss, tokens, metrics = 0.0, 0, {}
+        if self.sharded:  # accumulate locally; one reduce-scatter after the last micro-batch
+            self.model.set_requires_gradient_sync(False)
         for micro in micro_batches(batch, config)[self.rank :: config.world_size]:
             with torch.autocast(
                 self.device.type, torch.bfloat16, enabled=config.mixed_precision == "bf16"
@@ -314,21 +360,31 @@ class Trainer:
             loss, tokens = loss + part.item(), tokens + count
             for name, value in found.items():
                 metrics[name] = metrics.get(name, 0.0) + value
-        if config.world_size > 1:
+        if self.sharded:
+            self._reduce_scatter_gradients()
+        elif config.world_size > 1:
             distributed.sum_gradients(self.trainable)
+        if config.world_size > 1:
             names = sorted(metrics)
             totals = distributed.sum_values([loss, float(tokens), *(metrics[n] for n in names)])
             loss, tokens = totals[0], int(totals[1])
             metrics = dict(zip(names, totals[2:], strict=True))
         if config.max_grad_norm:
-            metrics["grad_norm"] = float(
-                torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
-            )
+            norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
+            metrics["grad_norm"] = float(norm.full_tensor() if self.sharded else norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         metrics["peak_memory_mb"] = distributed.peak_memory_mb(self.device)
         return StepResult(step + 1, loss, lr, tokens, time.perf_counter() - started, metrics)
+
+    def _reduce_scatter_gradients(self) -> None:
+        """FSDP: one backward of a zero loss through the whole model with gradient sync on,
+        so every rank reduce-scatters its accumulated gradients in the same collective calls
+        however many micro-batches it had (a rank may have none)."""
+        self.model.set_requires_gradient_sync(True)
+        ids = torch.tensor([[self.pad_id]], device=self.device)
+        (self.model(input_ids=ids).logits.sum() * 0.0).backward()
 
     def sft_loss(self, micro: Sequence[Any], scale: int) -> tuple[torch.Tensor, int, dict]:
         """The micro-batch's summed completion NLL over `scale`, the global batch's target
