@@ -129,6 +129,14 @@ class Settings(BaseSettings):
     train_devices: int = Field(
         1, ge=1, le=64, description="processes of a training run when the request sets none"
     )
+    train_nodes: int = Field(
+        1, ge=1, le=64, description="nodes of a training run when the request sets none"
+    )
+    train_master_addr: str = Field(
+        "",
+        description="address every rank of a training run reaches rank 0 at; empty: loopback "
+        "for one node, this host's address for several",
+    )
     torch_threads: int = Field(
         0,
         ge=0,

@@ -82,11 +82,11 @@ def run_training(
     fingerprint: str,
     cache_dir: Path,
     on_step: Callable[[StepResult, int], None] | None = None,
-    join_group: Callable[[Path | None], None] | None = None,
+    join_group: Callable[[str | None], None] | None = None,
 ) -> RunOutcome:
     """join_group (a run of config.world_size > 1 processes): starts the other ranks from the
-    checkpoint folder this run resumes from (None: from scratch) and joins their process group
-    as rank 0, which alone reports progress and writes checkpoints."""
+    checkpoint this run resumes from (its prefix; None: from scratch) and joins their process
+    group as rank 0, which alone reports progress and writes checkpoints."""
     trainer = build_trainer(base_folder, rows, config)
     model, tokenizer = trainer.model, trainer.tokenizer
     model.peft_config["default"].base_model_name_or_path = base_source
@@ -99,11 +99,11 @@ def run_training(
             f"run name {run_name!r} already has checkpoints of a different run "
             f"({foreign[0].prefix}); choose another run_name"
         )
-    resumed_folder = None
+    resumed_prefix = None
     if existing:
         latest = existing[-1]
         state = restore_checkpoint(store, latest.prefix, model, cache_dir)
-        resumed_folder = cache_dir / latest.prefix
+        resumed_prefix = latest.prefix
         trainer.load_state_dict(state)
         outcome.history = list(state.get("history", []))
         outcome.resumed_from = trainer.step
@@ -113,7 +113,7 @@ def run_training(
     if config.world_size > 1:
         if join_group is None:
             raise ValueError("a run of several processes needs join_group")
-        join_group(resumed_folder)
+        join_group(resumed_prefix)
         if config.fsdp:
             trainer.shard()
 

@@ -32,6 +32,7 @@ def train(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     config_values = dict(payload["config"])
     objective = config_values.pop("objective")
     config_values.setdefault("world_size", settings.train_devices)
+    config_values.setdefault("nodes", settings.train_nodes)
     config = TrainConfig.from_hyperparameters(objective, config_values)
     rows = [
         row
@@ -45,8 +46,18 @@ def train(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     def on_step(result: Any, total: int) -> None:
         ctx.report(result.step, total, f"step {result.step}/{total}", result.report())
 
-    work_dir = settings.effective_cache_dir / "ranks" / ctx.job_id
-    with helper_ranks(config, base_folder, rows, work_dir) as join_group:
+    ranks = helper_ranks(
+        config,
+        base_source,
+        rows,
+        ctx.objects,
+        ctx.run_prefix,
+        settings,
+        lambda spec_key, node_rank: app.send_task(
+            "kiln.trainer.node", args=[spec_key, node_rank], queue="trainer"
+        ),
+    )
+    with ranks as join_group:
         outcome = run_training(
             ctx.objects,
             payload["run_name"],
@@ -63,6 +74,15 @@ def train(ctx: JobContext, payload: dict[str, Any]) -> JobResult:
     summary = outcome.summary()
     manifest = ctx.objects.commit(ctx.run_prefix, [metrics], {"kind": "train", **summary})
     return JobResult([manifest, metrics, *(c.manifest for c in outcome.checkpoints)], summary)
+
+
+@app.task(name="kiln.trainer.node")
+def node(spec_key: str, node_rank: int) -> list[int]:
+    """The ranks of one more node of a multi-node training run (sent by its rank 0): not a
+    job of its own; it ends when they do and is not redelivered (a lost node fails the run)."""
+    from services.trainer.ranks import run_node
+
+    return run_node(spec_key, node_rank, get_settings())
 
 
 @job_task(app, "kiln.trainer.prepare")

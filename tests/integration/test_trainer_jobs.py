@@ -71,8 +71,9 @@ def trainer_run(store: ObjectStore, config: TrainConfig, model: Path, settings: 
             if result.step == crash_at:
                 raise RuntimeError("worker lost")
 
-        work = settings.effective_cache_dir / "ranks" / name
-        with helper_ranks(config, model, SFT_ROWS, work) as join_group:
+        with helper_ranks(
+            config, str(model), SFT_ROWS, store, f"runs/{name}", settings
+        ) as join_group:
             run_training(
                 store,
                 name,
@@ -466,3 +467,40 @@ def test_two_process_run_resumes_and_its_job_matches(
     from_job = adapter_tensors(store, "checkpoints/ddp-job/4")
     for name in straight:
         torch.testing.assert_close(from_job[name], straight[name], atol=1e-6, rtol=1e-5)
+
+
+def test_a_run_over_two_nodes_matches_the_run_on_one(
+    grpc_server, worker, kiln_env: Settings, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nodes=2: rank 0's job sends a `kiln.trainer.node` task that another trainer worker takes
+    (two workers stand for two machines; rank 0's address is loopback here), and the run's
+    adapter equals the same run's on one node."""
+    monkeypatch.setenv("KILN_TRAIN_MASTER_ADDR", "127.0.0.1")
+    get_settings.cache_clear()
+    settings = get_settings()
+    store = ObjectStore(settings)
+    values = {"max_steps": 3, "batch_size": 2, "learning_rate": 3e-3, "world_size": 2}
+    trainer_run(store, TrainConfig.from_hyperparameters("sft", values), tiny_model, settings)(
+        "one-node"
+    )
+    trainer = grpc_server("trainer", settings)
+    worker("trainer")
+    worker("trainer")
+    data = upload(store, "datasets/count/nodes/data.jsonl", SFT_ROWS)
+    with KilnClient("trainer", target=trainer.target, settings=settings) as client:
+        job = client.stub.SubmitTraining(
+            pb.TrainingRequest(
+                request_id="two-nodes",
+                run_name="two-nodes",
+                objective="sft",
+                base_model=str(tiny_model),
+                datasets=[data],
+                hyperparameters=struct(values | {"nodes": 2}),
+            )
+        )
+        final = watch(client, job.id, timeout=300)[-1]
+    assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.error
+    one = adapter_tensors(store, "checkpoints/one-node/3")
+    two = adapter_tensors(store, "checkpoints/two-nodes/3")
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], atol=1e-6, rtol=1e-5)

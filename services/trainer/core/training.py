@@ -80,6 +80,7 @@ class TrainConfig:
     nll_alpha: float = 0.0  # RISE's NLL term
     gradient_accumulation_steps: int = 1
     world_size: int = 1  # processes of a distributed run (one per device; gloo on CPU)
+    nodes: int = 1  # machines the processes are spread over, world_size / nodes on each
     packing: bool = False  # SFT: several examples per row
     mixed_precision: str = "no"  # no | bf16 (autocast)
     gradient_checkpointing: bool = False
@@ -89,6 +90,10 @@ class TrainConfig:
     def global_batch(self) -> int:
         """Examples per optimizer step, over accumulation and processes."""
         return self.batch_size * self.gradient_accumulation_steps * self.world_size
+
+    @property
+    def ranks_per_node(self) -> int:
+        return self.world_size // self.nodes
 
     @property
     def preference(self) -> bool:
@@ -108,6 +113,12 @@ class TrainConfig:
         data = asdict(self)
         data["target_modules"] = list(self.target_modules)
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """to_dict's result back (validated)."""
+        values = dict(data)
+        return cls.from_hyperparameters(values.pop("objective"), values)
 
     @classmethod
     def from_hyperparameters(cls, objective: str, values: dict[str, Any]) -> TrainConfig:
@@ -152,6 +163,11 @@ class TrainConfig:
                 "must be in 1..1024",
             ),
             ("world_size", 1 <= self.world_size <= 64, "must be in 1..64"),
+            (
+                "nodes",
+                1 <= self.nodes <= self.world_size and self.world_size % self.nodes == 0,
+                "must divide world_size (the same number of processes on each node)",
+            ),
             ("packing", not (self.packing and self.preference), "applies to sft only"),
             ("mixed_precision", self.mixed_precision in ("no", "bf16"), "must be no or bf16"),
             ("fsdp", not self.fsdp or self.world_size > 1, "shards over ranks: world_size >= 2"),
