@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import InvalidInput
-from services.kv.presses.pyramidkv import layer_budgets
+from services.kv.presses import PRESSES, Press
 
 INDEX_BYTES = 4
 SCALE_BYTES = 2  # fp16 scale and zero point
@@ -216,8 +216,7 @@ def budget_in_bytes(
     return budget_bytes
 
 
-METHODS = ("none", "streamingllm", "h2o", "snapkv", "pyramidkv")
-DEFAULT_WINDOW = {"streamingllm": 0, "h2o": 0, "snapkv": 32, "pyramidkv": 32, "none": 0}
+METHODS = ("none", *PRESSES)  # none: quantization only, every token kept
 
 
 @dataclass(frozen=True)
@@ -234,6 +233,7 @@ class KVConfig:
     kernel_size: int = 7  # SnapKV pooling kernel
     pooling: str = "avgpool"  # avgpool | maxpool
     sink_tokens: int = 4  # StreamingLLM attention sinks
+    recent_ratio: float = 0.5  # H2O: share of the budget (and of the decode capacity) kept recent
     pyramid_beta: int = 20  # PyramidKV: top layer keeps avg/beta tokens
     query_aware: bool = True  # SnapKV: observation window includes the question
     question_tokens: int = 0  # trailing prompt tokens that form the question
@@ -258,7 +258,9 @@ class KVConfig:
             raise InvalidInput("kv.window_size", "sink, window and question sizes must be >= 0")
         if self.pyramid_beta < 1:
             raise InvalidInput("kv.pyramid_beta", "must be >= 1")
-        if self.compress_decode and self.method not in ("streamingllm", "h2o"):
+        if not 0 < self.recent_ratio <= 1:  # also NaN
+            raise InvalidInput("kv.recent_ratio", "must be in (0, 1]")
+        if self.compress_decode and not (self.press and self.press.decodes):
             raise InvalidInput(
                 "kv.compress_decode",
                 "decode-time compression is defined for streamingllm and h2o "
@@ -269,23 +271,21 @@ class KVConfig:
         return self
 
     @property
+    def press(self) -> Press | None:
+        """The method's press (None for `none`)."""
+        return PRESSES.get(self.method)
+
+    @property
     def window(self) -> int:
-        return self.window_size or DEFAULT_WINDOW[self.method]
+        return self.window_size or (self.press.default_window if self.press else 0)
 
     def protected_groups(self, group_size: int) -> int:
-        """Leading quantization groups that b-bit decode eviction never removes: those
-        holding StreamingLLM's sinks."""
-        if self.method != "streamingllm":
-            return 0
-        return -(-self.sink_tokens // group_size)
+        """Leading quantization groups that b-bit decode eviction never removes."""
+        return self.press.protected_groups(self, group_size) if self.press else 0
 
     def min_tokens(self) -> int:
-        """Fewest tokens the method can keep: sinks + 1 recent, or the observation window."""
-        if self.method == "streamingllm":
-            return self.sink_tokens + 1
-        if self.method in ("snapkv", "pyramidkv"):
-            return self.window + 1
-        return 1
+        """Fewest tokens the method can keep."""
+        return self.press.min_tokens(self) if self.press else 1
 
 
 def plan_kv(config: KVConfig, sequence_length: int, geometry: CacheGeometry) -> KVPlan:
@@ -367,14 +367,10 @@ def plan_kv(config: KVConfig, sequence_length: int, geometry: CacheGeometry) -> 
                 f"{budget} bytes keep {kept} tokens at {bits} "
                 f"bits; {config.method} needs at least {config.min_tokens()}",
             )
-        tokens = [kept] * layers
-        if config.method == "pyramidkv":
-            tokens = layer_budgets(
-                kept, layers, config.pyramid_beta, config.min_tokens(), sequence_length
-            )
-            while cache_bytes(tokens, spec(bits), geometry, True) > budget:
-                largest = max(tokens)  # trim the deepest of the largest: stays non-increasing
-                tokens[len(tokens) - 1 - tokens[::-1].index(largest)] -= 1
+        tokens = config.press.layer_budgets(kept, layers, config, sequence_length)
+        while cache_bytes(tokens, spec(bits), geometry, True) > budget:
+            largest = max(tokens)  # trim the deepest of the largest: stays non-increasing
+            tokens[len(tokens) - 1 - tokens[::-1].index(largest)] -= 1
         reason += f"; keeps {sum(tokens) // layers} of {sequence_length} tokens per layer"
     pruned = any(n < sequence_length for n in tokens)
     used = cache_bytes(tokens, spec(bits), geometry, pruned)

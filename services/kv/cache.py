@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from services.kv.budget import CacheGeometry, KVConfig, KVPlan, QuantSpec
-from services.kv.presses import h2o, pyramidkv, snapkv, streamingllm
+from services.kv.presses import h2o
 from services.kv.quant import (
     Quantized,
     dequantize_per_channel,
@@ -309,30 +309,9 @@ class KilnCache:
         scaling: float,
         scores: torch.Tensor | None,
     ) -> torch.Tensor | None:
-        hkv, t = key.shape[0], key.shape[1]
-        if budget >= t:
+        if budget >= key.shape[1] or self.config.press is None:
             return None
-        config = self.config
-        if config.method == "streamingllm":
-            return streamingllm.keep_indices(
-                t, budget, streamingllm.StreamingLLMConfig(config.sink_tokens), hkv, key.device
-            )
-        if config.method == "h2o":
-            return h2o.select(scores, budget, h2o.H2OConfig())
-        snap = snapkv.SnapKVConfig(
-            config.window,
-            config.kernel_size,
-            config.pooling,
-            config.query_aware,
-            config.question_tokens,
-        )
-        if config.method == "snapkv":
-            return snapkv.select(query, key, budget, snap, scaling)
-        if config.method == "pyramidkv":
-            return pyramidkv.select(
-                query, key, budget, pyramidkv.PyramidKVConfig(config.pyramid_beta, snap), scaling
-            )
-        raise ValueError(f"method {config.method} does not prune")
+        return self.config.press.select(query, key, budget, scaling, scores, self.config)
 
     @property
     def query_window(self) -> int:
@@ -343,23 +322,23 @@ class KilnCache:
 
     @property
     def needs_accumulated_attention(self) -> bool:
-        """H2O selects by the prompt's accumulated attention, and evicts by it while decoding."""
-        return self.config.method == "h2o"
+        """The press selects by the prompt's accumulated attention (H2O), and evicts by it
+        while decoding."""
+        press = self.config.press
+        return bool(press and press.accumulates_attention)
 
     @property
     def needs_attention_probs(self) -> bool:
-        """H2O decode-time eviction accumulates each step's attention probabilities."""
-        return self.config.compress_decode and self.config.method == "h2o"
+        """Decode-time eviction by attention accumulates each step's probabilities."""
+        return self.config.compress_decode and self.needs_accumulated_attention
 
     def after_decode_attention(self, layer_idx: int, probs: torch.Tensor | None) -> None:
         """Decode-time eviction against the plan's decode capacity (compress_decode).
 
         probs [Hq, 1, N]: this step's attention over the layer's N stored tokens (H2O only).
-        16-bit: one token leaves per token decoded beyond the capacity (H2O: the lowest
-        accumulated attention outside the recent half; StreamingLLM: the oldest after the
-        sinks). b-bit: when a flushed block pushes the quantized history over its capacity,
-        whole G-token groups leave (H2O: the lowest summed accumulated attention outside the
-        newest block; StreamingLLM: the oldest after the sink groups).
+        16-bit: one token leaves per token decoded beyond the capacity; b-bit: when a flushed
+        block pushes the quantized history over its capacity, whole G-token groups leave.
+        Which ones the press says (Press.evict_token, Press.evict_group).
         """
         config = self.config
         if not config.compress_decode:
@@ -374,25 +353,14 @@ class KilnCache:
             padding = step.new_zeros(step.shape[0], step.shape[1] - previous.shape[1])
             store.scores = torch.cat([previous, padding], dim=1) + step  # newest starts at 0
         capacity = self.plan.decode_tokens[layer_idx]
-        heads = store.residual_k.shape[0]
-        device = store.residual_k.device
+        press = config.press
         if store.spec.bits == 16:
-            if store.tokens <= capacity:
-                return
-            if config.method == "h2o":
-                recent = max(1, capacity // 2)
-                store.evict(store.scores[:, : store.tokens - recent].argmin(dim=-1))
-            else:
-                store.evict(torch.full((heads,), config.sink_tokens, device=device))
+            if store.tokens > capacity:
+                store.evict(press.evict_token(store, capacity, config))
             return
-        size, block = store.spec.group_size, store.spec.residual_length
+        block = store.spec.residual_length
         while store.quantized_tokens > capacity - (block - 1):
-            if config.method == "h2o":
-                older = store.scores[:, : store.quantized_tokens - block]
-                group = older.reshape(heads, -1, size).sum(-1).argmin(dim=-1)
-            else:
-                group = torch.full((heads,), config.protected_groups(size), device=device)
-            store.evict_group(group)
+            store.evict_group(press.evict_group(store, config))
 
     # -- accounting -----------------------------------------------------------------------------
     def tokens_per_layer(self) -> list[int]:

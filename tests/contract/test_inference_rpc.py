@@ -259,6 +259,11 @@ def test_generate_with_quantized_pruning_reports_kv_stats(inference: KilnClient)
         (pb.KVCompression(method="snapkv"), "kv.budget"),
         (pb.KVCompression(method="snapkv", budget_bytes=100), "kv.budget_bytes"),
         (pb.KVCompression(method="snapkv", budget_bytes=10**6, bits=3), "kv.bits"),
+        (pb.KVCompression(method="h2o", budget_bytes=10**6, recent_ratio=0), "kv.recent_ratio"),
+        (
+            pb.KVCompression(method="h2o", budget_bytes=10**6, recent_ratio=float("nan")),
+            "kv.recent_ratio",
+        ),
     ],
 )
 def test_bad_kv_is_invalid_argument(inference: KilnClient, kv, field) -> None:
@@ -270,6 +275,25 @@ def test_bad_kv_is_invalid_argument(inference: KilnClient, kv, field) -> None:
     with pytest.raises(grpc.RpcError) as err:
         list(inference.stub.Generate(request, timeout=10))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_every_press_setting_comes_from_the_request(inference: KilnClient) -> None:
+    """sink_tokens 0 is a setting, not "the default" (StreamingLLM then keeps only recent
+    tokens); H2O's recent share reaches the config; unset fields take the defaults."""
+    from services.inference.servicer import kv_from_pb
+
+    def plan(kv: pb.KVCompression) -> pb.PlanKVResponse:
+        return inference.stub.PlanKV(pb.PlanKVRequest(model="tiny", sequence_length=300, kv=kv))
+
+    budget = {"budget_fp16_tokens": 1.5, "bits": 16}
+    assert plan(pb.KVCompression(method="streamingllm", sink_tokens=0, **budget)).tokens_kept == 1
+    with pytest.raises(grpc.RpcError) as err:
+        plan(pb.KVCompression(method="streamingllm", **budget))  # unset: 4 sinks + 1 recent
+    assert err.value.details().startswith("kv.budget_bytes")
+    assert "needs at least 5" in err.value.details()
+    h2o = kv_from_pb(pb.KVCompression(method="h2o", budget_bytes=1, recent_ratio=0.25))
+    assert (h2o.recent_ratio, h2o.sink_tokens) == (0.25, 4)
+    assert kv_from_pb(pb.KVCompression(method="h2o", budget_bytes=1)).recent_ratio == 0.5
 
 
 def test_tool_integrated_generation_over_grpc(grpc_server, redis_url: str) -> None:

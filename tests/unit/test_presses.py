@@ -70,3 +70,17 @@ def test_snapkv_selects_the_same_from_the_prompts_last_queries(config) -> None:
     query, key = torch.randn(6, 100, 16), torch.randn(2, 100, 16)
     full = snapkv.select(query, key, 30, config, 0.25)
     assert torch.equal(snapkv.select(query[:, -13:], key, 30, config, 0.25), full)
+
+
+def test_h2o_press_reads_its_recent_share_from_the_request() -> None:
+    from services.kv.budget import KVConfig
+    from services.kv.presses import PRESSES
+
+    scores = torch.tensor([[9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 0.5, 0.4]])  # [Hkv=1, T=8]
+    press = PRESSES["h2o"]
+    half = press.select(None, torch.zeros(1, 8, 4), 4, 1.0, scores, KVConfig("h2o"))
+    quarter = press.select(
+        None, torch.zeros(1, 8, 4), 4, 1.0, scores, KVConfig("h2o", recent_ratio=0.25)
+    )
+    assert half.tolist() == [[0, 2, 6, 7]]  # 2 recent, then the 2 heaviest of the rest
+    assert quarter.tolist() == [[0, 2, 4, 7]]  # 1 recent, 3 heavy

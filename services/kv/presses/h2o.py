@@ -5,8 +5,15 @@ default (the paper's 50/50 heavy/recent budget)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+from services.kv.presses.base import Press
+
+if TYPE_CHECKING:
+    from services.kv.budget import KVConfig
+    from services.kv.cache import LayerStore
 
 
 @dataclass(frozen=True)
@@ -54,3 +61,29 @@ def select(scores: torch.Tensor, budget: int, config: H2OConfig) -> torch.Tensor
         return window.clone()
     top = scores[:, : t - recent].topk(heavy, dim=-1).indices
     return torch.cat([top, window], dim=-1).sort(dim=-1).values
+
+
+class H2OPress(Press):
+    """Heavy hitters by the prompt's accumulated attention plus a recent window; while
+    decoding, each step's attention adds to the scores and the lowest-scored token outside
+    the recent share of the capacity leaves (at b bits, the lowest-scored group outside the
+    newest block)."""
+
+    name = "h2o"
+    decodes = True
+    accumulates_attention = True
+
+    def select(self, query, key, budget, scaling, scores, config: KVConfig) -> torch.Tensor:
+        return select(scores, budget, H2OConfig(config.recent_ratio))
+
+    def evict_token(self, store: LayerStore, capacity: int, config: KVConfig) -> torch.Tensor:
+        recent = max(1, int(capacity * config.recent_ratio))
+        return store.scores[:, : store.tokens - recent].argmin(dim=-1)
+
+    def evict_group(self, store: LayerStore, config: KVConfig) -> torch.Tensor:
+        size, block = store.spec.group_size, store.spec.residual_length
+        older = store.scores[:, : store.quantized_tokens - block]
+        return older.reshape(older.shape[0], -1, size).sum(-1).argmin(dim=-1)
+
+
+PRESS = H2OPress()

@@ -6,10 +6,14 @@ observation-window votes."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from services.kv.presses import snapkv
+
+if TYPE_CHECKING:
+    from services.kv.budget import KVConfig
 
 
 @dataclass(frozen=True)
@@ -39,3 +43,23 @@ def select(
     scaling: float,
 ) -> torch.Tensor:
     return snapkv.select(query, key, layer_budget, config.snap, scaling)
+
+
+class PyramidKVPress(snapkv.SnapKVPress):
+    """SnapKV's selection under per-layer budgets that fall with depth (prefill only)."""
+
+    name = "pyramidkv"
+
+    def layer_budgets(
+        self, kept: int, layers: int, config: KVConfig, sequence_length: int
+    ) -> list[int]:
+        return layer_budgets(
+            kept, layers, config.pyramid_beta, self.min_tokens(config), sequence_length
+        )
+
+    def select(self, query, key, budget, scaling, scores, config: KVConfig) -> torch.Tensor:
+        settings = PyramidKVConfig(config.pyramid_beta, snapkv.settings_of(config))
+        return select(query, key, budget, settings, scaling)
+
+
+PRESS = PyramidKVPress()

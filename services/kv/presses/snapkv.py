@@ -6,9 +6,15 @@ KV head are kept together with the window itself (SnapKV Alg. 1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+from services.kv.presses.base import Press
+
+if TYPE_CHECKING:
+    from services.kv.budget import KVConfig
 
 
 @dataclass(frozen=True)
@@ -75,3 +81,30 @@ def select(
     )
     top = votes.topk(min(picks, start), dim=-1).indices
     return torch.cat([top, always], dim=-1).sort(dim=-1).values
+
+
+class SnapKVPress(Press):
+    """The observation window's pooled votes pick the prefix tokens to keep (prefill only)."""
+
+    name = "snapkv"
+    default_window = 32
+
+    def min_tokens(self, config: KVConfig) -> int:
+        return config.window + 1
+
+    def select(self, query, key, budget, scaling, scores, config: KVConfig) -> torch.Tensor:
+        return select(query, key, budget, settings_of(config), scaling)
+
+
+def settings_of(config: KVConfig) -> SnapKVConfig:
+    """The request's SnapKV settings."""
+    return SnapKVConfig(
+        config.window,
+        config.kernel_size,
+        config.pooling,
+        config.query_aware,
+        config.question_tokens,
+    )
+
+
+PRESS = SnapKVPress()

@@ -42,7 +42,7 @@ class SamplingParams(_message.Message):
     def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., return_logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
 
 class KVCompression(_message.Message):
-    __slots__ = ("method", "bits", "budget_bytes", "budget_fp16_tokens", "group_size", "residual_length", "window_size", "kernel_size", "sink_tokens", "compress_decode", "pooling", "pyramid_beta", "query_agnostic", "question_tokens")
+    __slots__ = ("method", "bits", "budget_bytes", "budget_fp16_tokens", "group_size", "residual_length", "window_size", "kernel_size", "sink_tokens", "compress_decode", "pooling", "pyramid_beta", "query_agnostic", "question_tokens", "recent_ratio")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class KVCompression(_message.Message):
     PYRAMID_BETA_FIELD_NUMBER: _ClassVar[int]
     QUERY_AGNOSTIC_FIELD_NUMBER: _ClassVar[int]
     QUESTION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_RATIO_FIELD_NUMBER: _ClassVar[int]
     method: str
     bits: int
     budget_bytes: int
@@ -71,7 +72,8 @@ class KVCompression(_message.Message):
     pyramid_beta: int
     query_agnostic: bool
     question_tokens: int
-    def __init__(self, method: _Optional[str] = ..., bits: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., budget_fp16_tokens: _Optional[float] = ..., group_size: _Optional[int] = ..., residual_length: _Optional[int] = ..., window_size: _Optional[int] = ..., kernel_size: _Optional[int] = ..., sink_tokens: _Optional[int] = ..., compress_decode: _Optional[bool] = ..., pooling: _Optional[str] = ..., pyramid_beta: _Optional[int] = ..., query_agnostic: _Optional[bool] = ..., question_tokens: _Optional[int] = ...) -> None: ...
+    recent_ratio: float
+    def __init__(self, method: _Optional[str] = ..., bits: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., budget_fp16_tokens: _Optional[float] = ..., group_size: _Optional[int] = ..., residual_length: _Optional[int] = ..., window_size: _Optional[int] = ..., kernel_size: _Optional[int] = ..., sink_tokens: _Optional[int] = ..., compress_decode: _Optional[bool] = ..., pooling: _Optional[str] = ..., pyramid_beta: _Optional[int] = ..., query_agnostic: _Optional[bool] = ..., question_tokens: _Optional[int] = ..., recent_ratio: _Optional[float] = ...) -> None: ...
 
 class KVStats(_message.Message):
     __slots__ = ("bytes_used", "bytes_full", "tokens_kept_per_layer", "bits", "method", "bytes_planned", "reason")

@@ -1,0 +1,82 @@
+"""Every registered press through the same checks (like kvpress's test over all presses), on
+a tiny model: the cache's measured bytes equal the byte formula, every layer keeps what the
+plan says and no more than the budget allows, decoding evicts within the plan's capacity
+(presses that decode), and a budget that holds the whole prompt gives the model's own greedy
+tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.kv.budget import KVConfig, cache_bytes
+from services.kv.decoder import compressed_stream, geometry_of
+from services.kv.presses import PRESSES
+from services.llm import SamplingParams
+from services.llm.hf import HFBackend
+from services.llm.tokens import encode_prompt
+
+PROMPT = "the weather in Paris is fine and 12 + 30 = 42 so the answer is " * 4
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model: Path) -> HFBackend:
+    return HFBackend(tiny_model)
+
+
+def decode(hf: HFBackend, config: KVConfig, max_tokens: int = 12):
+    """Greedy tokens and the cache's stats."""
+    stats: list = []
+    ids = encode_prompt(hf.tokenizer, PROMPT)
+    stream = compressed_stream(
+        hf.hf_model, ids, max_tokens, lambda lp: int(lp.argmax()), config, None, stats=stats
+    )
+    return [token for token, *_ in stream], stats[0], len(ids)
+
+
+def settings(name: str, bits: int, **extra) -> KVConfig:
+    groups = {"group_size": 16, "residual_length": 16} if bits < 16 else {}
+    return KVConfig(name, bits=bits, window_size=8, **groups, **extra)
+
+
+@pytest.mark.parametrize("bits", [16, 4])
+@pytest.mark.parametrize("name", sorted(PRESSES))
+def test_bytes_equal_the_formula_and_layers_keep_the_plan(hf: HFBackend, name, bits) -> None:
+    geometry = geometry_of(hf.hf_model)
+    budget = (40 if bits == 16 else 12) * geometry.token_bytes()  # ~1/3 of the prompt's
+    config = settings(name, bits, budget_bytes=budget)
+    _, stats, prompt = decode(hf, config, max_tokens=1)
+    plan = stats.plan
+    assert plan.pruned and sum(plan.tokens_per_layer) < prompt * len(plan.tokens_per_layer)
+    assert stats.tokens_per_layer == plan.tokens_per_layer
+    assert (
+        stats.bytes_used
+        == plan.bytes
+        == cache_bytes(plan.tokens_per_layer, plan.spec, geometry, pruned=True)
+    )
+    assert plan.bytes <= budget
+    assert min(plan.tokens_per_layer) >= config.min_tokens()
+
+
+@pytest.mark.parametrize("bits", [16, 4])
+@pytest.mark.parametrize("name", sorted(n for n, press in PRESSES.items() if press.decodes))
+def test_decoding_stays_within_the_plans_capacity(hf: HFBackend, name, bits) -> None:
+    geometry = geometry_of(hf.hf_model)
+    budget = 48 * geometry.token_bytes()
+    config = settings(name, bits, budget_bytes=budget, compress_decode=True)
+    tokens, stats, _ = decode(hf, config, max_tokens=40)
+    assert len(tokens) == 40
+    capacity = stats.plan.decode_tokens
+    assert all(kept <= cap for kept, cap in zip(stats.tokens_per_layer, capacity, strict=True))
+    assert stats.bytes_used <= budget
+
+
+@pytest.mark.parametrize("name", sorted(PRESSES))
+def test_a_budget_that_holds_the_prompt_gives_the_models_own_tokens(hf: HFBackend, name) -> None:
+    reference = hf.generate([PROMPT], SamplingParams(max_tokens=12))[0].token_ids
+    config = settings(name, 16, budget_fp16_tokens=10_000)
+    tokens, stats, prompt = decode(hf, config)
+    assert tokens == reference
+    assert not stats.plan.pruned
+    assert stats.plan.tokens_per_layer == [prompt] * len(stats.plan.tokens_per_layer)
