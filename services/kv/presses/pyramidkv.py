@@ -24,7 +24,12 @@ class PyramidKVConfig:
 
 def layer_budgets(average: int, num_layers: int, beta: int, floor: int, ceiling: int) -> list[int]:
     """Top layer: average/beta; bottom: 2*average - average/beta; linear in between, clamped
-    to [floor, ceiling] (PyramidKV Sec. 3.2)."""
+    to [floor, ceiling] (PyramidKV Sec. 3.2).
+
+    beta applies to the whole per-layer budget, as the paper's text and NVIDIA kvpress do
+    (kiln draws kvpress's pyramid at compression 0.5). The authors' reference code applies it
+    to the budget minus the observation window and adds the window back to every layer, a
+    flatter pyramid; kiln keeps the paper's form so that beta means what Sec. 3.2 says."""
     if num_layers == 1:
         return [min(ceiling, average)]
     top = max(floor, average // beta)
