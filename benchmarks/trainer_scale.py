@@ -4,7 +4,8 @@ its baseline in the same run:
 1. packed vs padded SFT on a skewed length mix (most examples short, a few long): training
    tokens per second (tokens that carry a loss or attention, not padding);
 2. 2 processes (gloo, one thread each) vs 1 process (two threads) on the same global batch;
-3. gradient accumulation (4 micro-batches of 2) vs one batch of 8: step time.
+3. gradient accumulation (4 micro-batches of 2) vs one batch of 8: step time;
+4. 2 processes with FSDP (weights sharded, gathered a layer at a time) vs 2 data-parallel.
 
     python benchmarks/trainer_scale.py [--steps 4]
 
@@ -63,6 +64,8 @@ def skewed_rows(count: int, seed: int = 0) -> list[dict[str, str]]:
 
 def timed_steps(folder: Path, config: TrainConfig, data: list[dict], rank: int = 0) -> list:
     trainer = build_trainer(folder, data, config, rank)
+    if config.fsdp:
+        trainer.shard()
     return [trainer.train_step() for _ in range(config.max_steps)]
 
 
@@ -112,7 +115,9 @@ def main() -> None:
     padded = rate(timed_steps(folder, base, data))
     packed = rate(timed_steps(folder, dataclasses.replace(base, packing=True), data))
     one = padded
-    two = two_processes(folder, dataclasses.replace(base, batch_size=4, world_size=2), data)
+    data_parallel = dataclasses.replace(base, batch_size=4, world_size=2)
+    two = two_processes(folder, data_parallel, data)
+    sharded = two_processes(folder, dataclasses.replace(data_parallel, fsdp=True), data)
     accumulated = rate(
         timed_steps(
             folder, dataclasses.replace(base, batch_size=2, gradient_accumulation_steps=4), data
@@ -142,6 +147,12 @@ def main() -> None:
         f"{padded[1]:.2f} s",
         f"{accumulated[1]:.2f} s",
         f"{accumulated[1] / padded[1]:.2f}x",
+    )
+    table.add_row(
+        "SFT tokens/s, 2 processes FSDP vs data parallel",
+        f"{two[0]:,.0f}",
+        f"{sharded[0]:,.0f}",
+        f"{sharded[0] / two[0]:.2f}x",
     )
     console.print(table)
 
