@@ -21,6 +21,7 @@ from services.common import errors
 from services.common.logs import request_id_var
 
 log = logging.getLogger("kiln.rpc")
+RETRY_AFTER_MS = 1000  # sent with RESOURCE_EXHAUSTED: when a refused call may try again
 
 AUTH_EXEMPT_PREFIXES = (
     "/grpc.health.v1.Health/",
@@ -125,6 +126,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode[exc.code]
                 if isinstance(exc, errors.InvalidInput):
                     context.set_trailing_metadata((("kiln-error-field", metadata_safe(exc.field)),))
+                if isinstance(exc, errors.ResourceExhausted):  # the client's back-off hint
+                    context.set_trailing_metadata((("kiln-retry-after-ms", str(RETRY_AFTER_MS)),))
                 log.info("rpc %s -> %s: %s", method, code.name, exc)
                 await context.abort(code, str(exc))
             log.exception("rpc %s -> INTERNAL", method)

@@ -423,6 +423,10 @@ def test_a_full_model_refuses_at_once_and_nothing_times_out(
         with ThreadPoolExecutor(20) as pool:
             held = list(pool.map(generate, range(20)))
         assert held == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 20
+        refused = pb.GenerateRequest(request_id="refused", model="tiny", prompt="x")
+        with pytest.raises(grpc.RpcError) as err:
+            list(client.stub.Generate(refused, timeout=30))
+        assert ("kiln-retry-after-ms", "1000") in err.value.trailing_metadata()
         assert client.stub.Abort(pb.AbortRequest(request_id="long")).aborted
         list(long)
         with ThreadPoolExecutor(32) as pool:

@@ -137,3 +137,19 @@ def test_text_logprobs_offsets_follow_the_tokens() -> None:
         "top_logprobs": None,
         "text_offset": [0, 4, 6],
     }
+
+
+def test_a_refused_call_is_429_with_the_servers_retry_hint() -> None:
+    import grpc
+
+    from services.inference.openai_api.app import APIError
+
+    refused = grpc.aio.AioRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(("kiln-retry-after-ms", "1500")),
+        details="16 decoding slots are taken",
+    )
+    response = APIError.from_rpc(refused, "inference").response()
+    assert response.status_code == 429 and response.headers["retry-after"] == "2"
+    assert json.loads(response.body)["error"]["type"] == "rate_limit_error"

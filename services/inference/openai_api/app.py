@@ -68,7 +68,13 @@ class APIError(Exception):
     """An error answered in OpenAI's shape: {"error": {message, type, param, code}}."""
 
     def __init__(
-        self, status: int, message: str, kind: str, param: str | None = None, code: str = ""
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        param: str | None = None,
+        code: str = "",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.param, self.code = (
@@ -78,6 +84,7 @@ class APIError(Exception):
             param,
             code or None,
         )
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {
@@ -90,7 +97,7 @@ class APIError(Exception):
         }
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
     @classmethod
     def from_rpc(cls, exc: grpc.aio.AioRpcError, service: str) -> APIError:
@@ -98,7 +105,9 @@ class APIError(Exception):
         trailer = dict(exc.trailing_metadata() or ())
         param = trailer.get("kiln-error-field") or None
         code = "model_not_found" if status == 404 and "model" in (exc.details() or "") else ""
-        return cls(status, f"{service}: {exc.details()}", kind, param, code)
+        retry_ms = trailer.get("kiln-retry-after-ms")
+        headers = {"Retry-After": str(-(-int(retry_ms) // 1000))} if retry_ms else None
+        return cls(status, f"{service}: {exc.details()}", kind, param, code, headers)
 
 
 @dataclass
