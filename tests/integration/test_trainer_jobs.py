@@ -265,6 +265,26 @@ def slow_redelivery(kiln_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Sett
     return get_settings()
 
 
+def submit_sft(
+    client: KilnClient,
+    run_name: str,
+    model: Path,
+    data: common_pb2.ObjectRef,
+    hyperparameters: dict | None = None,
+) -> common_pb2.Job:
+    """A 300-step SFT job (batch 8) on the tiny model: long enough to act on mid-run."""
+    values = {"max_steps": 300, "batch_size": 8, **(hyperparameters or {})}
+    request = pb.TrainingRequest(
+        request_id=run_name,
+        run_name=run_name,
+        objective="sft",
+        base_model=str(model),
+        datasets=[data],
+        hyperparameters=struct(values),
+    )
+    return client.stub.SubmitTraining(request)
+
+
 def test_kill_9_worker_resumes_training_from_the_latest_checkpoint(
     grpc_server, worker, slow_redelivery: Settings, tiny_model: Path
 ) -> None:
@@ -273,18 +293,8 @@ def test_kill_9_worker_resumes_training_from_the_latest_checkpoint(
     first = worker("trainer")
     data = upload(store, "datasets/count/1/data.jsonl", SFT_ROWS)
     with KilnClient("trainer", target=server.target) as client:
-        job = client.stub.SubmitTraining(
-            pb.TrainingRequest(
-                request_id="kill-1",
-                run_name="killed",
-                objective="sft",
-                base_model=str(tiny_model),
-                datasets=[data],
-                hyperparameters=struct(
-                    {"max_steps": 300, "batch_size": 8, "save_every": 20, "learning_rate": 1e-3}
-                ),
-            )
-        )
+        hyperparameters = {"save_every": 20, "learning_rate": 1e-3}
+        job = submit_sft(client, "killed", tiny_model, data, hyperparameters)
 
         def step() -> int:
             return client.jobs.GetJob(common_pb2.GetJobRequest(job_id=job.id)).progress.step
@@ -308,16 +318,7 @@ def test_cancel_stops_a_running_training_and_the_worker_takes_the_next_job(
     main = worker("trainer")
     data = upload(store, "datasets/count/1/data.jsonl", SFT_ROWS)
     with KilnClient("trainer", target=server.target) as client:
-        job = client.stub.SubmitTraining(
-            pb.TrainingRequest(
-                request_id="cancel-1",
-                run_name="cancelled",
-                objective="sft",
-                base_model=str(tiny_model),
-                datasets=[data],
-                hyperparameters=struct({"max_steps": 300, "batch_size": 8}),
-            )
-        )
+        job = submit_sft(client, "cancelled", tiny_model, data)
 
         def get(job_id: str) -> common_pb2.Job:
             return client.jobs.GetJob(common_pb2.GetJobRequest(job_id=job_id))

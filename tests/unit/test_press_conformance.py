@@ -6,33 +6,16 @@ tokens."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from services.kv.budget import KVConfig, cache_bytes
-from services.kv.decoder import compressed_stream, geometry_of
+from services.kv.decoder import geometry_of
 from services.kv.presses import PRESSES
 from services.llm import SamplingParams
 from services.llm.hf import HFBackend
-from services.llm.tokens import encode_prompt
+from tests.unit.test_kv_cache import PROMPT, hf, run
 
-PROMPT = "the weather in Paris is fine and 12 + 30 = 42 so the answer is " * 4
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_model: Path) -> HFBackend:
-    return HFBackend(tiny_model)
-
-
-def decode(hf: HFBackend, config: KVConfig, max_tokens: int = 12):
-    """Greedy tokens and the cache's stats."""
-    stats: list = []
-    ids = encode_prompt(hf.tokenizer, PROMPT)
-    stream = compressed_stream(
-        hf.hf_model, ids, max_tokens, lambda lp: int(lp.argmax()), config, None, stats=stats
-    )
-    return [token for token, *_ in stream], stats[0], len(ids)
+__all__ = ["hf"]  # the tiny model's backend, shared with test_kv_cache
 
 
 def settings(name: str, bits: int, **extra) -> KVConfig:
@@ -46,7 +29,7 @@ def test_bytes_equal_the_formula_and_layers_keep_the_plan(hf: HFBackend, name, b
     geometry = geometry_of(hf.hf_model)
     budget = (40 if bits == 16 else 12) * geometry.token_bytes()  # ~1/3 of the prompt's
     config = settings(name, bits, budget_bytes=budget)
-    _, stats, prompt = decode(hf, config, max_tokens=1)
+    _, stats, prompt = run(hf, config, max_tokens=1)
     plan = stats.plan
     assert plan.pruned and sum(plan.tokens_per_layer) < prompt * len(plan.tokens_per_layer)
     assert stats.tokens_per_layer == plan.tokens_per_layer
@@ -65,7 +48,7 @@ def test_decoding_stays_within_the_plans_capacity(hf: HFBackend, name, bits) -> 
     geometry = geometry_of(hf.hf_model)
     budget = 48 * geometry.token_bytes()
     config = settings(name, bits, budget_bytes=budget, compress_decode=True)
-    tokens, stats, _ = decode(hf, config, max_tokens=40)
+    tokens, stats, _ = run(hf, config, max_tokens=40)
     assert len(tokens) == 40
     capacity = stats.plan.decode_tokens
     assert all(kept <= cap for kept, cap in zip(stats.tokens_per_layer, capacity, strict=True))
@@ -76,7 +59,7 @@ def test_decoding_stays_within_the_plans_capacity(hf: HFBackend, name, bits) -> 
 def test_a_budget_that_holds_the_prompt_gives_the_models_own_tokens(hf: HFBackend, name) -> None:
     reference = hf.generate([PROMPT], SamplingParams(max_tokens=12))[0].token_ids
     config = settings(name, 16, budget_fp16_tokens=10_000)
-    tokens, stats, prompt = decode(hf, config)
+    tokens, stats, prompt = run(hf, config)
     assert tokens == reference
     assert not stats.plan.pruned
     assert stats.plan.tokens_per_layer == [prompt] * len(stats.plan.tokens_per_layer)
