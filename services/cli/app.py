@@ -115,8 +115,13 @@ def job_row(job: Any) -> list[str]:
         state,
         f"{job.progress.fraction:.0%}",
         job.progress.message,
-        f"{job.error_code}: {job.error}" if job.error_code else job.error,
+        job_error(job),
     ]
+
+
+def job_error(job: Any) -> str:
+    """A job's error with its status code in front, when it has one."""
+    return f"{job.error_code}: {job.error}" if job.error_code else job.error
 
 
 def progress_bar() -> Progress:
@@ -152,8 +157,7 @@ def follow(client: Any, job_id: str, bar: Progress, label: str) -> Any:
         final = job
     if final is None or final.state != common_pb2.JOB_STATE_SUCCEEDED:
         state = common_pb2.JobState.Name(final.state) if final else "LOST"
-        error = f"{final.error_code}: {final.error}" if final else ""
-        raise JobFailed(f"{label} job {job_id} ended {state}: {error}")
+        raise JobFailed(f"{label} job {job_id} ended {state}: {job_error(final) if final else ''}")
     bar.update(task, completed=1.0)
     return final
 

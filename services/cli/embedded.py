@@ -28,6 +28,7 @@ from services.common.server import free_port
 from services.common.settings import SERVICES
 
 MINIO_USER, MINIO_PASSWORD = "kiln", "kiln-secret"
+STORAGE = ("redis", "s3")  # the processes holding the stack's state: started first, stopped last
 
 
 @dataclass
@@ -363,9 +364,9 @@ def revive(stack: Stack, wait_s: float = 90.0) -> Stack:
     if supervisor is None or not pid_alive(supervisor.pid):
         procs = [p for p in stack.procs if p.name != "supervisor"]
         dead = [i for i, p in enumerate(procs) if not pid_alive(p.pid)]
-        for index in sorted(dead, key=lambda i: procs[i].name not in ("redis", "s3")):
+        for index in sorted(dead, key=lambda i: procs[i].name not in STORAGE):
             procs[index], popen = respawn(procs[index])
-            if procs[index].name in ("redis", "s3"):
+            if procs[index].name in STORAGE:
                 wait_port(procs[index], 30, popen)
         stack.procs = [*procs, _start_supervisor(home)]
         save_stack(stack)
@@ -401,9 +402,9 @@ def down(home: Path) -> list[str]:
     supervisor = [p for p in stack.procs if p.name == "supervisor"]
     stop_pids([p.pid for p in supervisor])
     stack = load_stack(home) or stack  # the supervisor may have restarted one meanwhile
-    services = [p for p in stack.procs if p.name not in ("supervisor", "redis", "s3")]
+    services = [p for p in stack.procs if p.name not in ("supervisor", *STORAGE)]
     stop_pids([p.pid for p in services])
-    storage = [p for p in stack.procs if p.name in ("redis", "s3")]
+    storage = [p for p in stack.procs if p.name in STORAGE]
     stop_pids([p.pid for p in storage])
     stopped = [p.name for p in (*supervisor, *services, *storage)]
     state_file(home).unlink(missing_ok=True)

@@ -272,7 +272,8 @@ def submit_sft(
     data: common_pb2.ObjectRef,
     hyperparameters: dict | None = None,
 ) -> common_pb2.Job:
-    """A 300-step SFT job (batch 8) on the tiny model: long enough to act on mid-run."""
+    """An SFT job on the tiny model, its request_id the run name; by default 300 steps of
+    batch 8, long enough to act on mid-run."""
     values = {"max_steps": 300, "batch_size": 8, **(hyperparameters or {})}
     request = pb.TrainingRequest(
         request_id=run_name,
@@ -453,16 +454,7 @@ def test_two_process_run_resumes_and_its_job_matches(
     worker("trainer")
     data = upload(store, "datasets/count/ddp/data.jsonl", SFT_ROWS)
     with KilnClient("trainer", target=trainer.target, settings=kiln_env) as client:
-        job = client.stub.SubmitTraining(
-            pb.TrainingRequest(
-                request_id="ddp-job",
-                run_name="ddp-job",
-                objective="sft",
-                base_model=str(tiny_model),
-                datasets=[data],
-                hyperparameters=struct(values),
-            )
-        )
+        job = submit_sft(client, "ddp-job", tiny_model, data, values)
         seen = watch(client, job.id, timeout=300)
     assert seen[-1].progress.metrics["peak_memory_mb"] > 0
     from_job = adapter_tensors(store, "checkpoints/ddp-job/4")
@@ -489,16 +481,7 @@ def test_a_run_over_two_nodes_matches_the_run_on_one(
     worker("trainer")
     data = upload(store, "datasets/count/nodes/data.jsonl", SFT_ROWS)
     with KilnClient("trainer", target=trainer.target, settings=settings) as client:
-        job = client.stub.SubmitTraining(
-            pb.TrainingRequest(
-                request_id="two-nodes",
-                run_name="two-nodes",
-                objective="sft",
-                base_model=str(tiny_model),
-                datasets=[data],
-                hyperparameters=struct(values | {"nodes": 2}),
-            )
-        )
+        job = submit_sft(client, "two-nodes", tiny_model, data, values | {"nodes": 2})
         final = watch(client, job.id, timeout=300)[-1]
     assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.error
     one = adapter_tensors(store, "checkpoints/one-node/3")

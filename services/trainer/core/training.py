@@ -286,10 +286,7 @@ class Trainer:
         self.device = next(model.parameters()).device
         self.total = total_steps(len(examples), config)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay
-        )
+        self._take_trainables()
         flat = config.flat_lora
         self.flat = FlatLoRA(model, flat) if flat else None
         self.step = 0
@@ -317,15 +314,19 @@ class Trainer:
         exists and before the first step; the optimizer then steps each rank's shard."""
         distributed.shard_model(self.model)
         self.sharded = True
-        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
-        )
+        self._take_trainables()  # sharding replaced the parameters
         if self.pending_optimizer_state is not None:
             distributed.load_full_optimizer_state(
                 self.model, self.optimizer, self.pending_optimizer_state
             )
             self.pending_optimizer_state = None
+
+    def _take_trainables(self) -> None:
+        """The model's trainable parameters and a fresh AdamW over them."""
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
 
     def saves_now(self) -> bool:
         """Whether the step just taken ends with a checkpoint (the last step, or every
