@@ -250,7 +250,8 @@ def batched_decode_table(
 
     def tokens_per_second(n: int, config: KVConfig, together: bool) -> float:
         batch = DecodeBatch(model)
-        seqs = [batch.sequence(p, new_tokens + 1, greedy, config, None) for p in prompts[:n]]
+        plans = [batch.plan(config, p) for p in prompts[:n]]
+        seqs = [batch.sequence(plan, new_tokens + 1, greedy, None) for plan in plans]
         groups = [seqs] if together else [[seq] for seq in seqs]
         elapsed = 0.0
         for group in groups:

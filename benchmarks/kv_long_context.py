@@ -61,7 +61,7 @@ def hf_rate(model: torch.nn.Module, ids: list[int], new_tokens: int, cache: obje
 
 def kiln_rate(model: torch.nn.Module, ids: list[int], new_tokens: int, kv: KVConfig) -> float:
     batch = DecodeBatch(model)
-    seq = batch.sequence(ids, new_tokens + 1, lambda lp: int(lp.argmax()), kv, None)
+    seq = batch.sequence(batch.plan(kv, ids), new_tokens + 1, lambda lp: int(lp.argmax()), None)
     batch.admit(seq)
     start = time.perf_counter()
     while batch.live:
@@ -121,7 +121,7 @@ def prefill_peak(context: int, chunk: int) -> float:
     loaded = _status_mib("VmHWM")
     batch = DecodeBatch(model, prefill_chunk=chunk)
     kv = KVConfig("snapkv", bits=4, budget_fp16_tokens=context / 8)
-    batch.admit(batch.sequence(ids, 1, lambda lp: int(lp.argmax()), kv, None))
+    batch.admit(batch.sequence(batch.plan(kv, ids), 1, lambda lp: int(lp.argmax()), None))
     return _status_mib("VmHWM") - loaded
 
 

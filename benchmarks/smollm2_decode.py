@@ -52,7 +52,9 @@ def kiln_rate(model, rows: list[list[int]], new_tokens: int, kv: KVConfig) -> fl
     counts = [0] * len(rows)
 
     def run(i: int) -> None:
-        seq = batcher.batch.sequence(rows[i], new_tokens, lambda lp: int(lp.argmax()), kv, None)
+        seq = batcher.batch.sequence(
+            batcher.batch.plan(kv, rows[i]), new_tokens, lambda lp: int(lp.argmax()), None
+        )
         for _ in batcher.run(seq):
             counts[i] += 1
 

@@ -104,7 +104,7 @@ class CapturingCache(KilnCache):
 
 def shared_prefill(batch: DecodeBatch, ids: list[int]) -> tuple[list[tuple], torch.Tensor]:
     everything = KVConfig("h2o", bits=16, budget_fp16_tokens=len(ids) + 1)  # scores, no pruning
-    seq = batch.sequence(ids, 1, lambda lp: 0, everything, None)
+    seq = batch.sequence(batch.plan(everything, ids), 1, lambda lp: 0, None)
     cache = CapturingCache(seq.plan, seq.kv, batch.geometry, batch.dtype)
     cache.captured = []
     with torch.inference_mode():
@@ -121,7 +121,9 @@ def decode_all(batch, ids, captured, logits, configs, eos) -> dict[KVConfig, lis
     sequences = {}
     for config in configs:
         try:
-            seq = batch.sequence(ids, ANSWER_TOKENS, lambda lp: int(lp.argmax()), config, eos)
+            seq = batch.sequence(
+                batch.plan(config, ids), ANSWER_TOKENS, lambda lp: int(lp.argmax()), eos
+            )
         except InvalidInput:
             continue  # the budget cannot hold this method's minimum at these bits
         context = len(seq.prompt_ids)

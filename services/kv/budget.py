@@ -23,7 +23,7 @@ every comparison of bit widths is at equal memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from services.common.errors import InvalidInput
@@ -375,3 +375,34 @@ def plan_kv(config: KVConfig, sequence_length: int, geometry: CacheGeometry) -> 
     pruned = any(n < sequence_length for n in tokens)
     used = cache_bytes(tokens, spec(bits), geometry, pruned)
     return KVPlan(config.method, bits, tokens, sequence_length, used, full, spec(bits), reason)
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """A request's prompt, split for its compression, and the plan of its cache.
+
+    Query-agnostic compression (query_aware False, question_tokens q > 0) compresses the
+    context prompt_ids[:-q] alone; the q question tokens are read through the compressed cache
+    afterwards, so the compression cannot know what will be asked."""
+
+    context_ids: list[int]  # prefilled and compressed
+    question_ids: list[int]  # read one per step through the compressed cache
+    config: KVConfig
+    plan: KVPlan
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.context_ids) + len(self.question_ids)
+
+
+def plan_prompt(config: KVConfig, prompt_ids: list[int], geometry: CacheGeometry) -> PromptPlan:
+    """The one entry from a request's KV settings to a planned cache (InvalidInput on bad
+    settings)."""
+    question: list[int] = []
+    if not config.query_aware and config.question_tokens:
+        if config.question_tokens >= len(prompt_ids):
+            raise InvalidInput("kv.question_tokens", "must be shorter than the prompt")
+        question = prompt_ids[-config.question_tokens :]
+        prompt_ids = prompt_ids[: -config.question_tokens]
+        config = replace(config, question_tokens=0)
+    return PromptPlan(prompt_ids, question, config, plan_kv(config, len(prompt_ids), geometry))

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from services.common.errors import InvalidInput
 from services.kv import TokenStep
-from services.kv.budget import CacheGeometry, KVConfig, KVPlan, plan_kv
+from services.kv.budget import CacheGeometry, KVConfig, KVPlan, PromptPlan, plan_prompt
 from services.kv.cache import ACTIVE, BatchedKilnCache, KilnCache
 from services.kv.quantized_attention import attend
 
@@ -119,34 +118,26 @@ Event = tuple["Sequence", int, float, tuple]  # (sequence, *TokenStep)
 class Sequence:
     """One request decoding over its own KilnCache (its own method, budget and bits).
 
-    choose: [vocab] log-probs -> token id (greedy or sampling). Query-agnostic compression
-    (kv.query_aware False with question_tokens q > 0) prefills and compresses the context
-    prompt_ids[:-q] alone, then reads the question through the compressed cache one token per
-    step, so the compression cannot know what will be asked (where compression costs most).
+    choose: [vocab] log-probs -> token id (greedy or sampling). The prompt's context is
+    prefilled and compressed; its question tokens (query-agnostic compression, see
+    budget.PromptPlan) are then read through the compressed cache one per step.
     top_logprobs k > 0: each event also carries the step's k most likely tokens.
     """
 
     def __init__(
         self,
-        prompt_ids: list[int],
+        prompt: PromptPlan,
         max_tokens: int,
         choose: Callable[[torch.Tensor], int],
-        kv: KVConfig,
         geometry: CacheGeometry,
         eos_token_id: int | None,
         abort: threading.Event | None = None,
         top_logprobs: int = 0,
     ) -> None:
-        self.question: list[int] = []
-        if not kv.query_aware and kv.question_tokens:
-            if kv.question_tokens >= len(prompt_ids):
-                raise InvalidInput("kv.question_tokens", "must be shorter than the prompt")
-            self.question = prompt_ids[-kv.question_tokens :]
-            prompt_ids = prompt_ids[: -kv.question_tokens]
-            kv = replace(kv, question_tokens=0)
-        self.prompt_ids = prompt_ids
-        self.kv = kv
-        self.plan = plan_kv(kv, len(prompt_ids), geometry)
+        self.prompt_ids = prompt.context_ids
+        self.question = list(prompt.question_ids)
+        self.kv = prompt.config
+        self.plan = prompt.plan
         self.geometry = geometry
         self.max_tokens = max_tokens
         self.choose = choose
@@ -156,7 +147,7 @@ class Sequence:
         self.cache: KilnCache | None = None
         self.tokens: list[int] = []
         self.next_input = -1
-        self.position = len(prompt_ids)
+        self.position = len(self.prompt_ids)
         self.finished = False
 
     @property
@@ -208,18 +199,21 @@ class DecodeBatch:
 
     def sequence(
         self,
-        prompt_ids: list[int],
+        prompt: PromptPlan,
         max_tokens: int,
         choose: Callable[[torch.Tensor], int],
-        kv: KVConfig,
         eos_token_id: int | None,
         abort: threading.Event | None = None,
         top_logprobs: int = 0,
     ) -> Sequence:
-        """A validated, planned sequence for this model (not yet admitted)."""
+        """A sequence of this model for a planned prompt (not yet admitted)."""
         return Sequence(
-            prompt_ids, max_tokens, choose, kv, self.geometry, eos_token_id, abort, top_logprobs
+            prompt, max_tokens, choose, self.geometry, eos_token_id, abort, top_logprobs
         )
+
+    def plan(self, config: KVConfig, prompt_ids: list[int]) -> PromptPlan:
+        """plan_prompt for this model's geometry."""
+        return plan_prompt(config, prompt_ids, self.geometry)
 
     def admit(self, seq: Sequence) -> Event | None:
         """Prefills seq alone, chunk by chunk (exact attention, then prune + quantize per
@@ -286,7 +280,7 @@ def compressed_stream(
 ) -> Iterator[TokenStep]:
     """Yields the TokenSteps of one sequence decoded alone; appends its KVStats at the end."""
     batch = DecodeBatch(model)
-    seq = batch.sequence(prompt_ids, max_tokens, choose, config, eos_token_id, abort)
+    seq = batch.sequence(batch.plan(config, prompt_ids), max_tokens, choose, eos_token_id, abort)
     try:
         if (event := batch.admit(seq)) is not None:
             yield event[1:]

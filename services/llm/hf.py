@@ -27,6 +27,7 @@ from services.llm.tokens import (
 
 if TYPE_CHECKING:
     from services.kv.batching import ContinuousBatcher
+    from services.kv.budget import PromptPlan
     from services.kv.decoder import Sequence as DecodeSequence
 
 
@@ -150,6 +151,13 @@ class HFBackend:
             results.append(Completion(text, tokens, finish, len(prompt_ids), logprobs))
         return results
 
+    def encode(self, prompt: Prompt, max_tokens: int) -> list[int]:
+        """The prompt's token ids (through the chat template for messages); InvalidInput when
+        they and max_tokens do not fit the model's context."""
+        prompt_ids = encode_context(self.tokenizer, validate_prompt(prompt))
+        check_context(len(prompt_ids), max_tokens, self.context_length)
+        return prompt_ids
+
     def stream(
         self,
         prompt: Prompt,
@@ -168,7 +176,13 @@ class HFBackend:
         services.kv.budget.KVConfig) decodes over a compressed cache and appends
         its KVStats to kv_stats.
         """
-        seq = self.sequence(prompt, params, abort, kv)
+        from services.kv.budget import KVConfig, plan_prompt
+        from services.kv.decoder import geometry_of
+
+        params.validate()
+        prompt_ids = self.encode(prompt, params.max_tokens)
+        planned = plan_prompt(kv or KVConfig(), prompt_ids, geometry_of(self.hf_model))
+        seq = self.sequence(planned, params, abort)
         try:
             yield from self.batcher.run(seq)
         finally:
@@ -176,20 +190,11 @@ class HFBackend:
                 kv_stats.append(seq.stats)
 
     def sequence(
-        self,
-        prompt: Prompt,
-        params: SamplingParams,
-        abort: threading.Event | None = None,
-        kv: Any = None,
+        self, prompt: PromptPlan, params: SamplingParams, abort: threading.Event | None = None
     ) -> DecodeSequence:
-        """A validated, planned sequence for the batcher (kv None: an uncompressed cache)."""
+        """A sequence of a planned prompt for the batcher, decoding by params."""
         import torch
 
-        from services.kv.budget import KVConfig
-
-        params.validate()
-        prompt_ids = encode_context(self.tokenizer, validate_prompt(prompt))
-        check_context(len(prompt_ids), params.max_tokens, self.context_length)
         generator = None
         if not params.greedy:
             generator = torch.Generator(device=self.device)
@@ -201,10 +206,9 @@ class HFBackend:
             return sample_token(logprobs, params, generator)
 
         return self.batcher.batch.sequence(
-            prompt_ids,
+            prompt,
             params.max_tokens,
             choose,
-            kv or KVConfig(),
             self.tokenizer.eos_token_id,
             abort,
             params.top_logprobs,

@@ -121,8 +121,22 @@ class VLLMBackend:
             results.append(Completion(sample.text, tokens, finish, len(prompt_ids), logprobs))
         return results
 
+    def encode(self, prompt: Prompt, max_tokens: int) -> list[int]:
+        """The prompt's token ids (through the chat template for messages); InvalidInput when
+        they and max_tokens do not fit the engine's max_model_len."""
+        prompt_ids = encode_context(self.tokenizer, validate_prompt(prompt))
+        check_context(len(prompt_ids), max_tokens, self.config.max_model_len)
+        return prompt_ids
+
     def stream(
         self, prompt: Prompt, params: SamplingParams, abort: threading.Event | None = None
+    ) -> Iterator[TokenStep]:
+        """stream_ids of the encoded prompt."""
+        params.validate()
+        return self.stream_ids(self.encode(prompt, params.max_tokens), params, abort)
+
+    def stream_ids(
+        self, row: list[int], params: SamplingParams, abort: threading.Event | None = None
     ) -> Iterator[TokenStep]:
         """Decodes one prompt token by token: yields (token id, its log-prob, the step's
         top_logprobs most likely tokens) as the engine produces them, one engine step at a
@@ -130,9 +144,6 @@ class VLLMBackend:
         generate/score calls on this model take turns."""
         from vllm.sampling_params import RequestOutputKind
 
-        params.validate()
-        row = encode_context(self.tokenizer, validate_prompt(prompt))
-        check_context(len(row), params.max_tokens, self.config.max_model_len)
         sampling = self._sampling(
             params, logprobs=params.top_logprobs, output_kind=RequestOutputKind.DELTA
         )

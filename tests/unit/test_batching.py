@@ -72,7 +72,7 @@ def test_the_decoder_survives_a_failed_step(tiny_model: Path) -> None:
             raise RuntimeError("sampling failed")
         return int(logprobs.argmax())
 
-    seq = batcher.batch.sequence([5, 6, 7], 10, failing, KVConfig(), None)
+    seq = batcher.batch.sequence(batcher.batch.plan(KVConfig(), [5, 6, 7]), 10, failing, None)
     with pytest.raises(RuntimeError, match="sampling failed"):
         list(batcher.run(seq))
     assert len(calls) == 3 and seq.finished and not batcher.batch.live
@@ -88,8 +88,12 @@ def test_a_full_waiting_queue_refuses_at_once(tiny_model: Path) -> None:
 
     backend = HFBackend(tiny_model, decode_batch=1, max_waiting=2)
     batcher = backend.batcher
-    params = SamplingParams(max_tokens=2000)
-    running = backend.sequence("the answer is", params)
+
+    def sequence(max_tokens: int):
+        ids = backend.encode("the answer is", max_tokens)
+        return backend.sequence(batcher.batch.plan(KVConfig(), ids), SamplingParams(max_tokens))
+
+    running = sequence(2000)
     outputs: list[list] = []
     threads = [threading.Thread(target=lambda: outputs.append(list(batcher.run(running))))]
     threads[0].start()
@@ -97,14 +101,14 @@ def test_a_full_waiting_queue_refuses_at_once(tiny_model: Path) -> None:
     while not batcher.batch.live:  # the first sequence holds the only slot
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    queued = [backend.sequence("the answer is", SamplingParams(max_tokens=2)) for _ in range(2)]
+    queued = [sequence(2) for _ in range(2)]
     for seq in queued:
         threads.append(threading.Thread(target=lambda s=seq: outputs.append(list(batcher.run(s)))))
         threads[-1].start()
     while batcher._waiting.qsize() < 2:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    refused = backend.sequence("the answer is", SamplingParams(max_tokens=2))
+    refused = sequence(2)
     with pytest.raises(ResourceExhausted, match="1 decoding slots are taken and 2 generations"):
         batcher.submit(refused, lambda item: None)
     running.abort.set()

@@ -185,7 +185,7 @@ def test_continuous_batching_equals_decoding_alone(hf: HFBackend) -> None:
     batch = DecodeBatch(hf.hf_model)
     ids = [encode_prompt(hf.tokenizer, p) for p in prompts]
     seqs = [
-        batch.sequence(i, 24, greedy, c, hf.tokenizer.eos_token_id)
+        batch.sequence(batch.plan(c, i), 24, greedy, hf.tokenizer.eos_token_id)
         for i, c in zip(ids, configs, strict=True)
     ]
     produced: dict[int, list[int]] = {id(s): [] for s in seqs}
@@ -235,7 +235,7 @@ def test_quantized_streamingllm_decoding_holds_the_byte_budget(hf: HFBackend) ->
     )
     ids = encode_prompt(hf.tokenizer, PROMPT)
     batch = DecodeBatch(hf.hf_model)
-    seq = batch.sequence(ids, 40, greedy, config, None)
+    seq = batch.sequence(batch.plan(config, ids), 40, greedy, None)
     budget = 30 * batch.geometry.token_bytes()
     capacity = seq.plan.decode_tokens[0]
     # per head and layer (D=64): 30 fp16 tokens = 7680 bytes; N = 16k + 15 costs
@@ -281,7 +281,7 @@ def test_chunked_prefill_keeps_what_one_pass_keeps(hf: HFBackend, config: KVConf
 
     def decoded(chunk: int) -> tuple[list[int], list, int]:
         batch = DecodeBatch(hf.hf_model, prefill_chunk=chunk)
-        seq = batch.sequence(ids, 10, lambda lp: int(lp.argmax()), config, None)
+        seq = batch.sequence(batch.plan(config, ids), 10, lambda lp: int(lp.argmax()), None)
         events = [batch.admit(seq)]
         while batch.live:
             events += batch.step()
@@ -300,9 +300,8 @@ def test_abort_stops_a_prefill_within_one_chunk(hf: HFBackend) -> None:
     is dropped."""
     ids = encode_prompt(hf.tokenizer, PROMPT)
     batch = DecodeBatch(hf.hf_model, prefill_chunk=8)
-    seq = batch.sequence(
-        ids, 10, lambda lp: int(lp.argmax()), KVConfig("h2o", budget_fp16_tokens=30), None
-    )
+    config = KVConfig("h2o", budget_fp16_tokens=30)
+    seq = batch.sequence(batch.plan(config, ids), 10, lambda lp: int(lp.argmax()), None)
     forwards = []
     inner = batch._forward
 
