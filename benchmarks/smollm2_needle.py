@@ -1,9 +1,11 @@
 """The paper's equal-memory table on the real model ("More Tokens, Lower Precision", Table 1 in
 miniature): needle-in-a-haystack on SmolLM2-135M-Instruct, accuracy of the full cache against
 pruning only (16 bits) and quantized pruning (4 and 2 bits) at the same byte budgets, for
-StreamingLLM, H2O, SnapKV and PyramidKV, query-aware and query-agnostic.
+StreamingLLM, H2O, SnapKV and PyramidKV, query-aware and query-agnostic; --adakv adds each
+scored method with AdaKV's per-head budgets (method+adakv columns).
 
-    python benchmarks/smollm2_needle.py [--items 40] [--contexts 1536 4096]
+    python benchmarks/smollm2_needle.py [--items 40] [--contexts 1536 4096] [--adakv]
+        [--methods snapkv h2o] [--bits 16 4]
 
 Each item hides one fact ("Alice lives in the city of Lisbon.") at a depth spread evenly over
 the items in a haystack of GSM8K problems (data/math/gsm8k_train.jsonl), then asks for it; an
@@ -32,6 +34,7 @@ from services.common.errors import InvalidInput
 from services.kv.budget import KVConfig
 from services.kv.cache import KilnCache
 from services.kv.decoder import DecodeBatch
+from services.kv.presses import PRESSES
 from services.llm.smollm2 import MODEL_NAME, build_smollm2
 from services.llm.tokens import encode_prompt, render_prompt
 
@@ -147,7 +150,13 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, nargs="+", default=[1536, 4096])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="JSON of the running counts, after every item")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--bits", type=int, nargs="+", choices=BITS, default=list(BITS))
+    parser.add_argument("--adakv", action="store_true", help="add method+adakv columns")
     args = parser.parse_args()
+    columns = [(m, False) for m in args.methods]
+    if args.adakv:
+        columns += [(m, True) for m in args.methods if PRESSES[m].scored]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from services.common.settings import get_settings
@@ -159,7 +168,7 @@ def main() -> None:
     batch = DecodeBatch(model)
     rows = (ROOT / "data" / "math" / "gsm8k_train.jsonl").read_text().splitlines()
     questions = [json.loads(r)["question"] for r in rows]
-    console = Console()
+    console = Console(width=160)
     progress: dict[str, dict] = {}
     for context in args.contexts:
         rng = random.Random(args.seed)
@@ -179,10 +188,11 @@ def main() -> None:
                         budget_fp16_tokens=budget_unit / fraction,
                         query_aware=aware,
                         question_tokens=0 if aware else question_tokens,
+                        adakv=ada,
                     )
-                    for method in METHODS
+                    for method, ada in columns
                     for fraction in FRACTIONS
-                    for bits in BITS
+                    for bits in args.bits
                 ]
                 if aware:
                     configs.append(KVConfig())
@@ -199,7 +209,8 @@ def main() -> None:
             if args.out:
                 progress[str(context)] = {"items": index + 1, "right": right}
                 args.out.write_text(json.dumps(progress, indent=1))
-        print_table(console, context, args.items, right)
+        names = [method + ("+adakv" if ada else "") for method, ada in columns]
+        print_table(console, context, args.items, right, names, args.bits)
 
 
 def by_budget(configs: list[KVConfig]) -> list[list[KVConfig]]:
@@ -215,13 +226,21 @@ def label(config: KVConfig, unit: int) -> str:
         return "full"
     fraction = round(unit / config.budget_fp16_tokens)
     mode = "aware" if config.query_aware else "agnostic"
-    return f"{config.method}|{fraction}|{config.bits}|{mode}"
+    method = config.method + ("+adakv" if config.adakv else "")
+    return f"{method}|{fraction}|{config.bits}|{mode}"
 
 
-def print_table(console: Console, context: int, items: int, right: dict[str, int]) -> None:
+def print_table(
+    console: Console,
+    context: int,
+    items: int,
+    right: dict[str, int],
+    methods: list[str],
+    bits_list: list[int],
+) -> None:
     table = Table(
         "budget, bits",
-        *METHODS,
+        *methods,
         title=f"needle accuracy (query-aware / query-agnostic), SmolLM2-135M-Instruct, "
         f"~{context}-token haystack, {items} items; full cache {right.get('full', 0) / items:.2f}",
     )
@@ -234,8 +253,8 @@ def print_table(console: Console, context: int, items: int, right: dict[str, int
         return " / ".join(rates)
 
     for fraction in FRACTIONS:
-        for bits in BITS:
-            table.add_row(f"1/{fraction}, {bits}-bit", *(cell(m, fraction, bits) for m in METHODS))
+        for bits in bits_list:
+            table.add_row(f"1/{fraction}, {bits}-bit", *(cell(m, fraction, bits) for m in methods))
     console.print(table)
 
 

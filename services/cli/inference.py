@@ -11,8 +11,14 @@ kv_app = typer.Typer(help="KV-cache compression plans.", no_args_is_help=True)
 
 
 def _kv_message(
-    method: str, bits: int, budget_bytes: int, budget_fp16_tokens: float, compress_decode: bool
+    method: str,
+    bits: int,
+    budget_bytes: int,
+    budget_fp16_tokens: float,
+    compress_decode: bool,
+    settings: list[str] | None = None,
 ):
+    """The KVCompression message; settings ("field=value") set any of its other fields."""
     from kiln.inference.v1 import inference_pb2 as pb
 
     kv = pb.KVCompression(method=method, bits=bits, compress_decode=compress_decode)
@@ -20,6 +26,23 @@ def _kv_message(
         kv.budget_bytes = budget_bytes
     elif budget_fp16_tokens:
         kv.budget_fp16_tokens = budget_fp16_tokens
+    for setting in settings or []:
+        name, _, value = setting.partition("=")
+        field = kv.DESCRIPTOR.fields_by_name.get(name)
+        if field is None or not value:
+            known = ", ".join(kv.DESCRIPTOR.fields_by_name)
+            raise typer.BadParameter(f"{setting!r}: want field=value, a field of {known}")
+        current = getattr(kv, name)
+        try:
+            if isinstance(current, bool):
+                parsed: object = value.lower() in ("1", "true", "yes")
+            elif isinstance(current, str):
+                parsed = value
+            else:
+                parsed = type(current)(value)
+            setattr(kv, name, parsed)
+        except (TypeError, ValueError) as error:
+            raise typer.BadParameter(f"{setting!r}: {error}") from None
     return kv
 
 
@@ -29,6 +52,11 @@ BUDGET_BYTES_OPTION = typer.Option(0, help="KV budget in bytes")
 BUDGET_TOKENS_OPTION = typer.Option(0.0, help="KV budget as fp16-equivalent tokens")
 COMPRESS_DECODE_OPTION = typer.Option(
     False, help="keep evicting while decoding, within the budget (streamingllm, h2o)"
+)
+KV_SETTINGS_OPTION = typer.Option(
+    None,
+    "--kv",
+    help="any other KVCompression field, repeatable: --kv window_size=16 --kv adakv=true",
 )
 
 
@@ -45,6 +73,7 @@ def generate(
     budget_bytes: int = BUDGET_BYTES_OPTION,
     budget_fp16_tokens: float = BUDGET_TOKENS_OPTION,
     compress_decode: bool = COMPRESS_DECODE_OPTION,
+    kv: list[str] = KV_SETTINGS_OPTION,
     tool_rounds: int = typer.Option(0, help="run the model's python blocks, up to N times"),
 ) -> None:
     """Stream a generation from the inference service (optionally KV-compressed)."""
@@ -57,7 +86,7 @@ def generate(
         request_id=request_id(),
         model=model,
         sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=temperature),
-        kv=_kv_message(method, bits, budget_bytes, budget_fp16_tokens, compress_decode),
+        kv=_kv_message(method, bits, budget_bytes, budget_fp16_tokens, compress_decode, kv),
         tools=pb.ToolUse(max_rounds=tool_rounds),
         **fields,
     )
@@ -76,6 +105,9 @@ def generate(
             f"{stats.bytes_full:,} bytes ({stats.bytes_used / stats.bytes_full:.1%}), "
             f"tokens kept per layer {list(stats.tokens_kept_per_layer)}"
         )
+        per_head = list(stats.tokens_kept_per_head)
+        if len(set(per_head)) > 1:
+            line += f", per KV head {min(per_head)}-{max(per_head)}"
     console.print(line + "[/]")
 
 
@@ -90,6 +122,7 @@ def kv_plan(
     budget_bytes: int = BUDGET_BYTES_OPTION,
     budget_fp16_tokens: float = BUDGET_TOKENS_OPTION,
     compress_decode: bool = COMPRESS_DECODE_OPTION,
+    kv: list[str] = KV_SETTINGS_OPTION,
 ) -> None:
     """The tokens x bits plan for a budget, without running the model."""
     from kiln.inference.v1 import inference_pb2 as pb
@@ -99,7 +132,7 @@ def kv_plan(
             pb.PlanKVRequest(
                 model=model,
                 sequence_length=sequence_length,
-                kv=_kv_message(method, bits, budget_bytes, budget_fp16_tokens, compress_decode),
+                kv=_kv_message(method, bits, budget_bytes, budget_fp16_tokens, compress_decode, kv),
             )
         )
     table = Table("bits", "tokens kept (mean/layer)", "bytes", "full bytes", "ratio", "reason")

@@ -71,8 +71,9 @@ KV_FIELDS = (  # KVCompression fields read as they are; 0 or "" leaves KVConfig'
     "pyramid_beta",
     "question_tokens",
     "compress_decode",
+    "adakv",
 )
-KV_OPTIONAL = ("sink_tokens", "recent_ratio")  # proto3 optional: 0 is a setting
+KV_OPTIONAL = ("sink_tokens", "recent_ratio", "adakv_safeguard")  # proto3 optional: 0 is set
 
 
 def kv_from_pb(kv: pb.KVCompression) -> KVConfig | None:
@@ -89,6 +90,7 @@ def kv_stats_to_pb(stats: KVStats) -> pb.KVStats:
         bytes_used=stats.bytes_used,
         bytes_full=stats.bytes_full,
         tokens_kept_per_layer=stats.plan.tokens_per_layer,
+        tokens_kept_per_head=[n for layer in stats.kept_per_head for n in layer],
         bits=stats.plan.bits,
         method=stats.plan.method,
         bytes_planned=stats.plan.bytes,

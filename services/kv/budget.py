@@ -28,6 +28,7 @@ from typing import Any
 
 from services.common.errors import InvalidInput
 from services.kv.presses import PRESSES, Press
+from services.kv.presses.adakv import DEFAULT_SAFEGUARD
 
 INDEX_BYTES = 4
 SCALE_BYTES = 2  # fp16 scale and zero point
@@ -238,6 +239,8 @@ class KVConfig:
     query_aware: bool = True  # SnapKV: observation window includes the question
     question_tokens: int = 0  # trailing prompt tokens that form the question
     compress_decode: bool = False
+    adakv: bool = False  # AdaKV: share each layer's budget across KV heads by their scores
+    adakv_safeguard: float = DEFAULT_SAFEGUARD  # AdaKV alpha: share of B each head keeps first
 
     def validate(self, head_dim: int) -> KVConfig:
         if self.method not in METHODS:
@@ -266,6 +269,15 @@ class KVConfig:
                 "decode-time compression is defined for streamingllm and h2o "
                 "(SnapKV and PyramidKV compress the prompt only)",
             )
+        if self.adakv and not (self.press and self.press.scored):
+            raise InvalidInput(
+                "kv.adakv",
+                "AdaKV shares a layer's budget by token scores: use snapkv, pyramidkv or h2o",
+            )
+        if self.adakv and self.compress_decode:
+            raise InvalidInput("kv.adakv", "AdaKV budgets the prompt; drop compress_decode")
+        if not 0 <= self.adakv_safeguard <= 1:  # also NaN
+            raise InvalidInput("kv.adakv_safeguard", "must be in [0, 1]")
         # bits 0 lets the policy quantize, so the group settings must hold for it too
         QuantSpec(self.bits or 4, self.group_size, self.residual_length).validate(head_dim)
         return self

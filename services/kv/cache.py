@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from services.kv.budget import CacheGeometry, KVConfig, KVPlan, QuantSpec
-from services.kv.presses import h2o
+from services.kv.presses import adakv, h2o
+from services.kv.presses.adakv import AdaKVConfig
 from services.kv.quant import (
     Quantized,
     dequantize_per_channel,
@@ -159,6 +160,37 @@ class LayerStore:
         return total
 
 
+@dataclass
+class HeadwiseStore:
+    """One layer whose KV heads keep different numbers of tokens (AdaKV's per-head budgets):
+    one single-head LayerStore per KV head, so each holds only its own tokens."""
+
+    heads: list[LayerStore]
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per head, the mean rounded down."""
+        return sum(head.tokens for head in self.heads) // len(self.heads)
+
+    def extend(
+        self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> None:
+        """Appends keys/values [H, T, D] (and positions [H, T]), T to every head."""
+        for h, head in enumerate(self.heads):
+            at = slice(h, h + 1)
+            head.extend(keys[at], values[at], None if positions is None else positions[at])
+
+    def extend_selected(
+        self, keys: torch.Tensor, values: torch.Tensor, indices: list[torch.Tensor]
+    ) -> None:
+        """Appends, to head h, the tokens indices[h] [N_h] of keys/values [H, T, D]."""
+        for h, (head, index) in enumerate(zip(self.heads, indices, strict=True)):
+            head.extend(keys[h : h + 1, index], values[h : h + 1, index], index.unsqueeze(0))
+
+    def nbytes(self) -> int:
+        return sum(head.nbytes() for head in self.heads)
+
+
 def _kept(tensor: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """tensor [H, N, ...] without the entries where keep [H, N] is False (the same number
     per head)."""
@@ -213,10 +245,19 @@ class KilnCache:
         self.geometry = geometry
         self.prefilling = True
         self.seen_tokens = 0
-        self.layers = [
-            LayerStore(plan.spec, dtype, plan.pruned) for _ in range(geometry.num_layers)
+        self.kept_per_head: list[list[int]] = []  # [layer][KV head] after prefill compression
+        self.layers: list[LayerStore | HeadwiseStore] = [
+            self._layer_store(dtype) for _ in range(geometry.num_layers)
         ]
         self.pending = [PrefillState() for _ in range(geometry.num_layers)]
+
+    def _layer_store(self, dtype: torch.dtype) -> LayerStore | HeadwiseStore:
+        """Per-head stores when AdaKV gives heads their own budgets, else one [H, N, D]."""
+        if not self.config.adakv:
+            return LayerStore(self.plan.spec, dtype, self.plan.pruned)
+        heads = self.geometry.num_kv_heads
+        stores = [LayerStore(self.plan.spec, dtype, self.plan.pruned) for _ in range(heads)]
+        return HeadwiseStore(stores)
 
     # -- the transformers Cache surface used by decoder layers -----------------------------
     def update(
@@ -291,6 +332,8 @@ class KilnCache:
         store = self.layers[layer_idx]
         if indices is None:
             store.extend(key, value, torch.arange(t, device=key.device).expand(hkv, -1))
+        elif isinstance(indices, list):
+            store.extend_selected(key, value, indices)
         else:
             gather = indices.unsqueeze(-1).expand(-1, -1, key.shape[-1])
             store.extend(key.gather(1, gather), value.gather(1, gather), indices)
@@ -299,6 +342,7 @@ class KilnCache:
         if layer_idx == self.geometry.num_layers - 1:
             self.seen_tokens = t
             self.prefilling = False
+            self.kept_per_head = self.tokens_per_head()
 
     def _select(
         self,
@@ -308,10 +352,17 @@ class KilnCache:
         budget: int,
         scaling: float,
         scores: torch.Tensor | None,
-    ) -> torch.Tensor | None:
-        if budget >= key.shape[1] or self.config.press is None:
+    ) -> torch.Tensor | list[torch.Tensor] | None:
+        """Kept indices: [Hkv, budget], one [N_h] per head under AdaKV, None for all."""
+        config, press = self.config, self.config.press
+        if budget >= key.shape[1] or press is None:
             return None
-        return self.config.press.select(query, key, budget, scaling, scores, self.config)
+        if not config.adakv:
+            return press.select(query, key, budget, scaling, scores, config)
+        spec = self.plan.spec
+        block = 1 if spec.bits == 16 else spec.residual_length
+        wanted = press.token_scores(query, key, budget, scaling, scores, config)
+        return adakv.select(wanted, budget, AdaKVConfig(config.adakv_safeguard), block)
 
     @property
     def query_window(self) -> int:
@@ -365,6 +416,15 @@ class KilnCache:
     # -- accounting -----------------------------------------------------------------------------
     def tokens_per_layer(self) -> list[int]:
         return [store.tokens for store in self.layers]
+
+    def tokens_per_head(self) -> list[list[int]]:
+        """[layer][KV head] tokens held (equal across a layer's heads unless AdaKV)."""
+        return [
+            [head.tokens for head in store.heads]
+            if isinstance(store, HeadwiseStore)
+            else [store.tokens] * self.geometry.num_kv_heads
+            for store in self.layers
+        ]
 
     def nbytes(self) -> int:
         return sum(store.nbytes() for store in self.layers)

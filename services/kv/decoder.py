@@ -110,6 +110,7 @@ class KVStats:
     bytes_used: int  # measured: bytes physically held by the cache at the end
     bytes_full: int  # the same tokens in an uncompressed 16-bit cache
     tokens_per_layer: list[int]
+    kept_per_head: list[list[int]]  # [layer][KV head] after prefill compression
 
 
 Event = tuple["Sequence", int, float, tuple]  # (sequence, *TokenStep)
@@ -156,7 +157,10 @@ class Sequence:
         if self.cache is None:
             return None
         full = self.geometry.token_bytes() * self.cache.seen_tokens
-        return KVStats(self.plan, self.cache.nbytes(), full, self.cache.tokens_per_layer())
+        cache = self.cache
+        return KVStats(
+            self.plan, cache.nbytes(), full, cache.tokens_per_layer(), cache.kept_per_head
+        )
 
     def advance(self, logits: torch.Tensor) -> Event | None:
         """Reads the model's next-token logits [vocab]: the next question token is forced,

@@ -24,21 +24,32 @@ from __future__ import annotations
 
 import torch
 
-from services.kv.cache import LayerStore
+from services.kv.cache import HeadwiseStore, LayerStore
 from services.kv.quant import unpack
 
 CHUNK_TOKENS = 1024
 
 
 def attend(
-    query: torch.Tensor, store: LayerStore, scaling: float, want_probs: bool = False
+    query: torch.Tensor,
+    store: LayerStore | HeadwiseStore,
+    scaling: float,
+    want_probs: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One decode step of one sequence over one layer's store.
 
     query [Hq, 1, D] (Hq a multiple of the store's Hkv heads; query head h reads KV head
     h // (Hq / Hkv)) -> (output [Hq, 1, D] in the query's dtype, the attention probabilities
-    [Hq, 1, N] over the N stored tokens, oldest first, when want_probs, else None).
+    [Hq, 1, N] over the N stored tokens, oldest first, when want_probs, else None). A
+    HeadwiseStore (heads of different lengths) is attended head by head, without probs.
     """
+    if isinstance(store, HeadwiseStore):
+        group = query.shape[0] // len(store.heads)
+        outs = [
+            attend(query[h * group : (h + 1) * group], head, scaling)[0]
+            for h, head in enumerate(store.heads)
+        ]
+        return torch.cat(outs), None
     heads, _, dim = store.residual_k.shape
     q_heads = query.shape[0]
     if query.shape[1] != 1:

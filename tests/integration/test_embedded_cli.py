@@ -96,6 +96,10 @@ def test_up_status_snippet_down(tmp_path: Path, tiny_model: Path) -> None:
         assert plan.returncode == 0, plan.stdout + plan.stderr
         # 6 blocks of 32 + a 16-bit residual of 31: 84Q + 8060 <= 25,600 bytes per head and layer
         assert "at most 223 while decoding" in plan.stdout
+        snap = ("--method", "snapkv", "--bits", "16", "--budget-fp16-tokens", "100")
+        wide = ("--kv", "window_size=200", "--kv", "adakv=true")  # any field, by name
+        refused = kiln("kv", "plan", "tiny", "--seq-len", "500", *snap, *wide)
+        assert refused.returncode != 0 and "snapkv needs at least 201" in refused.stdout
         generated = kiln("generate", "tiny", "the answer is " * 40, "--max-tokens", "40", *kv)
         assert generated.returncode == 0, generated.stdout + generated.stderr
         assert re.search(r"KV h2o 4-bit, [\d,]+ of [\d,]+ bytes", generated.stdout)

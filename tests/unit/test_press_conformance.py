@@ -18,17 +18,23 @@ from tests.unit.test_kv_cache import PROMPT, hf, run
 __all__ = ["hf"]  # the tiny model's backend, shared with test_kv_cache
 
 
+# every press, and AdaKV's per-head budgets over every scored press
+VARIANTS = [(name, False) for name in sorted(PRESSES)] + [
+    (name, True) for name in sorted(PRESSES) if PRESSES[name].scored
+]
+
+
 def settings(name: str, bits: int, **extra) -> KVConfig:
     groups = {"group_size": 16, "residual_length": 16} if bits < 16 else {}
     return KVConfig(name, bits=bits, window_size=8, **groups, **extra)
 
 
 @pytest.mark.parametrize("bits", [16, 4])
-@pytest.mark.parametrize("name", sorted(PRESSES))
-def test_bytes_equal_the_formula_and_layers_keep_the_plan(hf: HFBackend, name, bits) -> None:
+@pytest.mark.parametrize(("name", "ada"), VARIANTS)
+def test_bytes_equal_the_formula_and_layers_keep_the_plan(hf: HFBackend, name, ada, bits) -> None:
     geometry = geometry_of(hf.hf_model)
     budget = (40 if bits == 16 else 12) * geometry.token_bytes()  # ~1/3 of the prompt's
-    config = settings(name, bits, budget_bytes=budget)
+    config = settings(name, bits, budget_bytes=budget, adakv=ada)
     _, stats, prompt = run(hf, config, max_tokens=1)
     plan = stats.plan
     assert plan.pruned and sum(plan.tokens_per_layer) < prompt * len(plan.tokens_per_layer)
@@ -40,6 +46,9 @@ def test_bytes_equal_the_formula_and_layers_keep_the_plan(hf: HFBackend, name, b
     )
     assert plan.bytes <= budget
     assert min(plan.tokens_per_layer) >= config.min_tokens()
+    heads = geometry.num_kv_heads
+    per_head = stats.kept_per_head
+    assert [sum(layer) for layer in per_head] == [n * heads for n in plan.tokens_per_layer]
 
 
 @pytest.mark.parametrize("bits", [16, 4])
@@ -55,10 +64,12 @@ def test_decoding_stays_within_the_plans_capacity(hf: HFBackend, name, bits) -> 
     assert stats.bytes_used <= budget
 
 
-@pytest.mark.parametrize("name", sorted(PRESSES))
-def test_a_budget_that_holds_the_prompt_gives_the_models_own_tokens(hf: HFBackend, name) -> None:
+@pytest.mark.parametrize(("name", "ada"), VARIANTS)
+def test_a_budget_that_holds_the_prompt_gives_the_models_own_tokens(
+    hf: HFBackend, name, ada
+) -> None:
     reference = hf.generate([PROMPT], SamplingParams(max_tokens=12))[0].token_ids
-    config = settings(name, 16, budget_fp16_tokens=10_000)
+    config = settings(name, 16, budget_fp16_tokens=10_000, adakv=ada)
     tokens, stats, prompt = run(hf, config)
     assert tokens == reference
     assert not stats.plan.pruned

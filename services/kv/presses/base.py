@@ -18,6 +18,7 @@ class Press:
     name: ClassVar[str]
     decodes: ClassVar[bool] = False  # defines decode-time eviction (compress_decode)
     accumulates_attention: ClassVar[bool] = False  # selects by the prompt's attention sums
+    scored: ClassVar[bool] = False  # selects each head's top token_scores (AdaKV composes)
     default_window: ClassVar[int] = 0  # prompt queries its selection reads (0: none)
 
     def min_tokens(self, config: KVConfig) -> int:
@@ -50,6 +51,20 @@ class Press:
         accumulates_attention, else None."""
         raise NotImplementedError
 
+    def token_scores(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        budget: int,
+        scaling: float,
+        scores: torch.Tensor | None,
+        config: KVConfig,
+    ) -> torch.Tensor:
+        """[Hkv, T]: how much each KV head wants each prompt token, +inf for the tokens the
+        press always keeps at this budget (scored presses; select keeps each head's top
+        `budget`). Arguments as for select."""
+        raise NotImplementedError
+
     def evict_token(self, store: LayerStore, capacity: int, config: KVConfig) -> torch.Tensor:
         """16-bit decode-time eviction: the index [Hkv] of the token each head drops when the
         layer holds more than `capacity` tokens (presses that decode)."""
@@ -59,3 +74,13 @@ class Press:
         """b-bit decode-time eviction: the quantization group [Hkv] each head drops when the
         quantized history is over its capacity (presses that decode)."""
         raise NotImplementedError
+
+
+def top_tokens(scores: torch.Tensor, budget: int) -> torch.Tensor:
+    """Sorted indices [H, min(budget, T)] of each head's highest scores [H, T]; among tied
+    scores (+inf: tokens always kept) the newest win."""
+    heads, t = scores.shape
+    if budget >= t:
+        return torch.arange(t, device=scores.device).unsqueeze(0).expand(heads, -1).clone()
+    top = scores.flip(-1).topk(budget, dim=-1).indices
+    return (t - 1 - top).sort(dim=-1).values

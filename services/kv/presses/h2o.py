@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from services.kv.presses.base import Press
+from services.kv.presses.base import Press, top_tokens
 
 if TYPE_CHECKING:
     from services.kv.budget import KVConfig
@@ -48,19 +48,20 @@ def accumulated_attention(
     return totals.reshape(hkv, group, t).mean(1)
 
 
+def token_scores(accumulated: torch.Tensor, budget: int, config: H2OConfig) -> torch.Tensor:
+    """accumulated [Hkv, T] with the recent window (recent_ratio of the budget, at least one
+    token) set to +inf: it is always kept."""
+    t = accumulated.shape[1]
+    recent = min(budget, max(1, int(budget * config.recent_ratio)))
+    scores = accumulated.float().clone()
+    scores[:, max(0, t - recent) :] = float("inf")
+    return scores
+
+
 def select(scores: torch.Tensor, budget: int, config: H2OConfig) -> torch.Tensor:
     """scores [Hkv, T] -> sorted indices [Hkv, budget]: the recent window plus the heavy
     hitters among the older tokens."""
-    hkv, t = scores.shape
-    if budget >= t:
-        return torch.arange(t, device=scores.device).unsqueeze(0).expand(hkv, -1).clone()
-    recent = min(budget, max(1, int(budget * config.recent_ratio)))
-    heavy = budget - recent
-    window = torch.arange(t - recent, t, device=scores.device).unsqueeze(0).expand(hkv, -1)
-    if heavy == 0:
-        return window.clone()
-    top = scores[:, : t - recent].topk(heavy, dim=-1).indices
-    return torch.cat([top, window], dim=-1).sort(dim=-1).values
+    return top_tokens(token_scores(scores, budget, config), budget)
 
 
 class H2OPress(Press):
@@ -72,9 +73,13 @@ class H2OPress(Press):
     name = "h2o"
     decodes = True
     accumulates_attention = True
+    scored = True
 
     def select(self, query, key, budget, scaling, scores, config: KVConfig) -> torch.Tensor:
         return select(scores, budget, H2OConfig(config.recent_ratio))
+
+    def token_scores(self, query, key, budget, scaling, scores, config: KVConfig) -> torch.Tensor:
+        return token_scores(scores, budget, H2OConfig(config.recent_ratio))
 
     def evict_token(self, store: LayerStore, capacity: int, config: KVConfig) -> torch.Tensor:
         recent = max(1, int(capacity * config.recent_ratio))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from services.kv.presses.base import Press
+from services.kv.presses.base import Press, top_tokens
 
 if TYPE_CHECKING:
     from services.kv.budget import KVConfig
@@ -60,33 +60,38 @@ def pool(votes: torch.Tensor, kernel_size: int, pooling: str) -> torch.Tensor:
     return out.squeeze(1)
 
 
+def token_scores(
+    query: torch.Tensor, key: torch.Tensor, budget: int, config: SnapKVConfig, scaling: float
+) -> torch.Tensor:
+    """[Hkv, T]: the pooled window votes of the prefix tokens, +inf for the tokens always
+    kept (the observation window, and the question after it when query-agnostic). query
+    [Hq, Tq, D]: the last Tq positions, at least the window and the question after it; key
+    [Hkv, T, D]. The window shrinks to fit a budget smaller than it."""
+    hkv, t = key.shape[0], key.shape[1]
+    tail = 0 if config.query_aware else min(config.question_tokens, t)
+    end = t - tail
+    window = max(0, min(config.window_size, end, budget - tail))
+    start = end - window
+    out = torch.full((hkv, t), float("inf"), device=key.device)
+    if start > 0:
+        votes = window_votes(query, key, (start, end), scaling)
+        out[:, :start] = pool(votes, config.kernel_size, config.pooling)
+    return out
+
+
 def select(
     query: torch.Tensor, key: torch.Tensor, budget: int, config: SnapKVConfig, scaling: float
 ) -> torch.Tensor:
-    """Sorted indices [Hkv, min(budget, T)] to keep. query [Hq, Tq, D]: the last Tq positions,
-    at least the observation window and the question after it; key [Hkv, T, D]."""
-    hkv, t = key.shape[0], key.shape[1]
-    if budget >= t:
-        return torch.arange(t, device=key.device).unsqueeze(0).expand(hkv, -1).clone()
-    tail = 0 if config.query_aware else min(config.question_tokens, t)
-    end = t - tail
-    window = min(config.window_size, end, budget - tail)
-    start = end - window
-    always = torch.arange(start, t, device=key.device).unsqueeze(0).expand(hkv, -1)
-    picks = budget - (t - start)
-    if picks <= 0 or start == 0:
-        return always[:, -budget:].clone()
-    votes = pool(
-        window_votes(query, key, (start, end), scaling), config.kernel_size, config.pooling
-    )
-    top = votes.topk(min(picks, start), dim=-1).indices
-    return torch.cat([top, always], dim=-1).sort(dim=-1).values
+    """Sorted indices [Hkv, min(budget, T)] to keep: the window, then the best-voted prefix
+    tokens (SnapKV Alg. 1)."""
+    return top_tokens(token_scores(query, key, budget, config, scaling), budget)
 
 
 class SnapKVPress(Press):
     """The observation window's pooled votes pick the prefix tokens to keep (prefill only)."""
 
     name = "snapkv"
+    scored = True
     default_window = 32
 
     def min_tokens(self, config: KVConfig) -> int:
@@ -94,6 +99,9 @@ class SnapKVPress(Press):
 
     def select(self, query, key, budget, scaling, scores, config: KVConfig) -> torch.Tensor:
         return select(query, key, budget, settings_of(config), scaling)
+
+    def token_scores(self, query, key, budget, scaling, scores, config: KVConfig) -> torch.Tensor:
+        return token_scores(query, key, budget, settings_of(config), scaling)
 
 
 def settings_of(config: KVConfig) -> SnapKVConfig:

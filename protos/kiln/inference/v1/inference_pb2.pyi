@@ -42,7 +42,7 @@ class SamplingParams(_message.Message):
     def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., return_logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
 
 class KVCompression(_message.Message):
-    __slots__ = ("method", "bits", "budget_bytes", "budget_fp16_tokens", "group_size", "residual_length", "window_size", "kernel_size", "sink_tokens", "compress_decode", "pooling", "pyramid_beta", "query_agnostic", "question_tokens", "recent_ratio")
+    __slots__ = ("method", "bits", "budget_bytes", "budget_fp16_tokens", "group_size", "residual_length", "window_size", "kernel_size", "sink_tokens", "compress_decode", "pooling", "pyramid_beta", "query_agnostic", "question_tokens", "recent_ratio", "adakv", "adakv_safeguard")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,8 @@ class KVCompression(_message.Message):
     QUERY_AGNOSTIC_FIELD_NUMBER: _ClassVar[int]
     QUESTION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RECENT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    ADAKV_FIELD_NUMBER: _ClassVar[int]
+    ADAKV_SAFEGUARD_FIELD_NUMBER: _ClassVar[int]
     method: str
     bits: int
     budget_bytes: int
@@ -73,10 +75,12 @@ class KVCompression(_message.Message):
     query_agnostic: bool
     question_tokens: int
     recent_ratio: float
-    def __init__(self, method: _Optional[str] = ..., bits: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., budget_fp16_tokens: _Optional[float] = ..., group_size: _Optional[int] = ..., residual_length: _Optional[int] = ..., window_size: _Optional[int] = ..., kernel_size: _Optional[int] = ..., sink_tokens: _Optional[int] = ..., compress_decode: _Optional[bool] = ..., pooling: _Optional[str] = ..., pyramid_beta: _Optional[int] = ..., query_agnostic: _Optional[bool] = ..., question_tokens: _Optional[int] = ..., recent_ratio: _Optional[float] = ...) -> None: ...
+    adakv: bool
+    adakv_safeguard: float
+    def __init__(self, method: _Optional[str] = ..., bits: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., budget_fp16_tokens: _Optional[float] = ..., group_size: _Optional[int] = ..., residual_length: _Optional[int] = ..., window_size: _Optional[int] = ..., kernel_size: _Optional[int] = ..., sink_tokens: _Optional[int] = ..., compress_decode: _Optional[bool] = ..., pooling: _Optional[str] = ..., pyramid_beta: _Optional[int] = ..., query_agnostic: _Optional[bool] = ..., question_tokens: _Optional[int] = ..., recent_ratio: _Optional[float] = ..., adakv: _Optional[bool] = ..., adakv_safeguard: _Optional[float] = ...) -> None: ...
 
 class KVStats(_message.Message):
-    __slots__ = ("bytes_used", "bytes_full", "tokens_kept_per_layer", "bits", "method", "bytes_planned", "reason")
+    __slots__ = ("bytes_used", "bytes_full", "tokens_kept_per_layer", "bits", "method", "bytes_planned", "reason", "tokens_kept_per_head")
     BYTES_USED_FIELD_NUMBER: _ClassVar[int]
     BYTES_FULL_FIELD_NUMBER: _ClassVar[int]
     TOKENS_KEPT_PER_LAYER_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +88,7 @@ class KVStats(_message.Message):
     METHOD_FIELD_NUMBER: _ClassVar[int]
     BYTES_PLANNED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_KEPT_PER_HEAD_FIELD_NUMBER: _ClassVar[int]
     bytes_used: int
     bytes_full: int
     tokens_kept_per_layer: _containers.RepeatedScalarFieldContainer[int]
@@ -91,7 +96,8 @@ class KVStats(_message.Message):
     method: str
     bytes_planned: int
     reason: str
-    def __init__(self, bytes_used: _Optional[int] = ..., bytes_full: _Optional[int] = ..., tokens_kept_per_layer: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., method: _Optional[str] = ..., bytes_planned: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    tokens_kept_per_head: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, bytes_used: _Optional[int] = ..., bytes_full: _Optional[int] = ..., tokens_kept_per_layer: _Optional[_Iterable[int]] = ..., bits: _Optional[int] = ..., method: _Optional[str] = ..., bytes_planned: _Optional[int] = ..., reason: _Optional[str] = ..., tokens_kept_per_head: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("request_id", "model", "prompt", "messages", "sampling", "kv", "engine", "tools")
