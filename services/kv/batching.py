@@ -5,13 +5,15 @@ at the granularity of iterations: a request joins the running batch as soon as a
 free, and leaves it the step it finishes, instead of waiting for the whole batch. Here one
 decoder thread per model owns a DecodeBatch: between decoding steps it admits waiting
 sequences (each prefilled alone, since its KV compression needs its own prompt's attention)
-up to `max_batch`, then runs one step for every live sequence. Each request keeps its own
+up to `max_batch`, one prompt chunk between two steps, and runs one step for every live
+sequence. Each request keeps its own
 method, budget, bits and sampling; tokens are delivered to each request as they come.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -42,6 +44,7 @@ class ContinuousBatcher:
         self._outboxes: dict[int, Callable[[Any], None]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.prefilling: Sequence | None = None  # the prompt being prefilled, a chunk a step
         self.largest_batch = 0  # the most sequences one step has decoded
 
     def submit(self, seq: Sequence, deliver: Callable[[Any], None]) -> None:
@@ -51,7 +54,7 @@ class ContinuousBatcher:
         when every decoding slot is taken and max_waiting sequences already wait (admission
         control: a client backs off instead of timing out in a queue it cannot see)."""
         with self._lock:
-            waiting = self._waiting.qsize()
+            waiting = self._waiting.qsize() + (self.prefilling is not None)
             if waiting + len(self.batch.live) >= self.config.max_batch + self.config.max_waiting:
                 raise ResourceExhausted(
                     f"{self.config.max_batch} decoding slots are taken and {waiting} "
@@ -101,47 +104,65 @@ class ContinuousBatcher:
                     item = await outbox.get()
 
     def _decode(self) -> None:
+        """The decoder thread: one prompt at a time is prefilled, one chunk per iteration,
+        and every iteration also runs one decoding step of the live batch, so a long prompt
+        delays each running sequence's tokens by a chunk's forward, never by its whole
+        prefill (Sarathi-style chunked prefill)."""
         batch = self.batch
         while True:
-            if not batch.live:
+            if not batch.live and self.prefilling is None:
                 try:
-                    self._admit(self._waiting.get(timeout=self.config.idle_exit_s))
+                    self._start(self._waiting.get(timeout=self.config.idle_exit_s))
                 except queue.Empty:
                     with self._lock:
                         if self._waiting.empty():
                             self._thread = None
                             return
                     continue
-            while len(batch.live) < self.config.max_batch and not self._waiting.empty():
-                self._admit(self._waiting.get_nowait())
-            live = list(batch.live)
-            self.largest_batch = max(self.largest_batch, len(live))
-            try:
-                events = batch.step()
-            except BaseException as exc:  # a failed step fails the sequences in it
-                batch.live = []
-                for seq in live:
-                    self._close(seq, exc)
-                continue
-            for seq, *step in events:
-                self._deliver(seq, tuple(step))
-            for seq in live:
-                if seq.finished:
-                    self._close(seq)
+            if self.prefilling is None and len(batch.live) < self.config.max_batch:
+                with contextlib.suppress(queue.Empty):
+                    self._start(self._waiting.get_nowait())
+            if self.prefilling is not None:
+                self._prefill_chunk(self.prefilling)
+            if batch.live:
+                self._step()
 
-    def _admit(self, seq: Sequence) -> None:
+    def _start(self, seq: Sequence) -> None:
         if seq.abort.is_set():
             self._close(seq)
-            return
+        else:
+            self.prefilling = seq
+
+    def _prefill_chunk(self, seq: Sequence) -> None:
         try:
-            event = self.batch.admit(seq)
+            event = self.batch.prefill_next(seq)
         except BaseException as exc:
+            self.prefilling = None
             self._close(seq, exc)
             return
+        if seq.finished or seq.prefilled == len(seq.prompt_ids):
+            self.prefilling = None
         if event is not None:
             self._deliver(seq, event[1:])
         if seq.finished:
             self._close(seq)
+
+    def _step(self) -> None:
+        batch = self.batch
+        live = list(batch.live)
+        self.largest_batch = max(self.largest_batch, len(live))
+        try:
+            events = batch.step()
+        except BaseException as exc:  # a failed step fails the sequences in it
+            batch.live = []
+            for seq in live:
+                self._close(seq, exc)
+            return
+        for seq, *step in events:
+            self._deliver(seq, tuple(step))
+        for seq in live:
+            if seq.finished:
+                self._close(seq)
 
     def _close(self, seq: Sequence, error: BaseException | None = None) -> None:
         seq.finished = True

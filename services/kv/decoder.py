@@ -146,6 +146,7 @@ class Sequence:
         self.abort = abort or threading.Event()
         self.top_logprobs = top_logprobs
         self.cache: KilnCache | None = None
+        self.prefilled = 0  # prompt tokens through the model so far
         self.tokens: list[int] = []
         self.next_input = -1
         self.position = len(self.prompt_ids)
@@ -220,20 +221,32 @@ class DecodeBatch:
         return plan_prompt(config, prompt_ids, self.geometry)
 
     def admit(self, seq: Sequence) -> Event | None:
-        """Prefills seq alone, chunk by chunk (exact attention, then prune + quantize per
-        layer); it joins the batch unless its first token already ends it. An abort seen
-        between chunks ends seq and drops its partial cache."""
-        seq.cache = KilnCache(seq.plan, seq.kv, self.geometry, self.dtype)
-        prompt = seq.prompt_ids
+        """Prefills seq alone, all chunks at once (prefill_next until it is done or aborted);
+        it joins the batch unless its first token already ends it."""
+        while True:
+            event = self.prefill_next(seq)
+            if seq.finished or seq.prefilled == len(seq.prompt_ids):
+                return event
+
+    def prefill_next(self, seq: Sequence) -> Event | None:
+        """Runs the next chunk of seq's prompt (exact attention; the first chunk creates its
+        cache, the last prunes and quantizes each layer). After the last chunk seq picks its
+        first token and joins the batch unless that token ends it; its event is returned. An
+        abort seen before a chunk ends seq and drops its partial cache."""
+        if seq.abort.is_set():
+            seq.cache, seq.finished = None, True
+            return None
+        if seq.cache is None:
+            seq.cache = KilnCache(seq.plan, seq.kv, self.geometry, self.dtype)
+        prompt, start = seq.prompt_ids, seq.prefilled
+        end = min(len(prompt), start + self.prefill_chunk)
         with torch.inference_mode():
-            for start in range(0, len(prompt), self.prefill_chunk):
-                if seq.abort.is_set():
-                    seq.cache, seq.finished = None, True
-                    return None
-                end = min(len(prompt), start + self.prefill_chunk)
-                ids = torch.tensor([prompt[start:end]], device=self.device)
-                positions = torch.arange(start, end, device=self.device).unsqueeze(0)
-                logits = self._forward(ids, positions, seq.cache)
+            ids = torch.tensor([prompt[start:end]], device=self.device)
+            positions = torch.arange(start, end, device=self.device).unsqueeze(0)
+            logits = self._forward(ids, positions, seq.cache)
+        seq.prefilled = end
+        if end < len(prompt):
+            return None
         event = seq.advance(logits[0, -1])
         if not seq.finished:
             self.live.append(seq)

@@ -116,3 +116,41 @@ def test_a_full_waiting_queue_refuses_at_once(tiny_model: Path) -> None:
         thread.join(60)
     assert len(outputs) == 3  # the running and the queued sequences all ended normally
     assert len(list(backend.stream("the answer is", SamplingParams(max_tokens=3)))) == 3
+
+
+def test_a_long_prompt_is_prefilled_between_decoding_steps(tiny_model: Path) -> None:
+    """While one sequence decodes, a 5-chunk prompt is prefilled one chunk per iteration: the
+    model's forwards alternate prefill chunk, decoding step, ... (Sarathi-style), so the
+    running sequence gets a token between every two chunks instead of waiting for all five."""
+    import time
+
+    from services.kv.batching import BatchingConfig, ContinuousBatcher
+
+    backend = HFBackend(tiny_model)
+    batcher = ContinuousBatcher(backend.hf_model, BatchingConfig(prefill_chunk=8))
+    batch = batcher.batch
+    forwards: list[str] = []
+    inner = batch._forward
+
+    def logged(ids, positions, cache):
+        forwards.append("chunk" if ids.shape[0] == 1 and ids.shape[1] > 1 else "step")
+        return inner(ids, positions, cache)
+
+    def sequence(prompt_ids: list[int], max_tokens: int):
+        return backend.sequence(batch.plan(KVConfig(), prompt_ids), SamplingParams(max_tokens))
+
+    running = sequence(list(range(5, 13)), 2000)  # one chunk
+    tokens: list = []
+    thread = threading.Thread(target=lambda: tokens.extend(batcher.run(running)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not batch.live:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    batch._forward = logged
+    long = sequence(list(range(20, 60)), 1)  # 40 tokens: 5 chunks of 8
+    assert len(list(batcher.run(long))) == 1
+    running.abort.set()
+    thread.join(60)
+    first = forwards.index("chunk")
+    assert forwards[first : first + 9] == ["chunk", "step"] * 4 + ["chunk"]
