@@ -5,8 +5,10 @@ construction (engine start, weights, KV reservation, warm-up), then one 8-token 
     python benchmarks/vllm_load.py [--model FOLDER] [--repeats 2]
 
 Compares vLLM's default V1 engine, which runs the engine core in a child process (a second
-Python start and a second `import vllm`), with the core in the server's own process
-(VLLM_ENABLE_V1_MULTIPROCESSING=0, kiln's default), and prints the ratio.
+Python start and a second `import vllm`), with the core in the caller's process
+(VLLM_ENABLE_V1_MULTIPROCESSING=0), and prints the ratio. kiln keeps the child process: in
+the caller's process vLLM's CPU worker binds the OpenMP threads, replaces
+torch.set_num_threads and initialises torch.distributed for the whole server.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ print(json.dumps({"import": imported - started, "load": loaded - imported,
                   "first": done - loaded}))
 """
 SETTINGS = {
-    "engine core in a child process (vLLM default)": "1",
-    "engine core in the server's process (kiln)": "0",
+    "engine core in a child process (vLLM's default, kiln's)": "1",
+    "engine core in the caller's process": "0",
 }
 
 
