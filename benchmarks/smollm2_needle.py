@@ -153,6 +153,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--bits", type=int, nargs="+", choices=BITS, default=list(BITS))
     parser.add_argument("--adakv", action="store_true", help="add method+adakv columns")
+    parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="run items in bit-reversed depth order: a stopped run's counts cover every depth",
+    )
     args = parser.parse_args()
     columns = [(m, False) for m in args.methods]
     if args.adakv:
@@ -173,7 +178,8 @@ def main() -> None:
     for context in args.contexts:
         rng = random.Random(args.seed)
         right: dict[str, int] = {}
-        for index in range(args.items):
+        order = spread_order(args.items) if args.spread else range(args.items)
+        for done, index in enumerate(order, 1):
             ids, city, question_tokens = item_prompt(
                 index, args.items, context, tokenizer, questions, rng
             )
@@ -205,12 +211,20 @@ def main() -> None:
                     for config, tokens in answers.items():
                         key = label(config, budget_unit)
                         right[key] = right.get(key, 0) + (city in tokenizer.decode(tokens))
-            console.print(f"context {context}: item {index + 1}/{args.items}", end="\r")
+            console.print(f"context {context}: item {done}/{args.items}", end="\r")
             if args.out:
-                progress[str(context)] = {"items": index + 1, "right": right}
+                progress[str(context)] = {"items": done, "right": right}
                 args.out.write_text(json.dumps(progress, indent=1))
         names = [method + ("+adakv" if ada else "") for method, ada in columns]
         print_table(console, context, args.items, right, names, args.bits)
+
+
+def spread_order(items: int) -> list[int]:
+    """0..items-1 in bit-reversed order (0, 1/2, 1/4, 3/4, ... of the depths): every prefix
+    spreads over the haystack's depths."""
+    bits = max(1, (items - 1).bit_length())
+    reversed_ = (int(f"{i:0{bits}b}"[::-1], 2) for i in range(1 << bits))
+    return [i for i in reversed_ if i < items]
 
 
 def by_budget(configs: list[KVConfig]) -> list[list[KVConfig]]:
