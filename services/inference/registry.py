@@ -17,11 +17,12 @@ ENGINES = ("hf", "vllm")
 MODEL_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def check_model_name(name: str) -> None:
-    """InvalidInput unless name is 1-128 letters, digits and . _ - : (what requests use)."""
+def check_model_name(name: str, field: str = "name") -> None:
+    """InvalidInput on field unless name is 1-128 letters, digits and . _ - : (what requests
+    use)."""
     if not MODEL_NAME.fullmatch(name):
         raise InvalidInput(
-            "name", "1-128 letters, digits and . _ - : (no '/', spaces or control characters)"
+            field, "1-128 letters, digits and . _ - : (no '/', spaces or control characters)"
         )
 
 
@@ -136,6 +137,7 @@ class ModelRegistry:
             self._models[loaded.name] = loaded
 
     def get(self, name: str) -> LoadedModel:
+        check_model_name(name, "model")  # also keeps the name a single, short path part
         with self._lock:
             if name in self._models:
                 return self._models[name]

@@ -82,3 +82,12 @@ def test_settings_are_checked_before_anything_runs(engine) -> None:
         outputs(engine, GenerateRequest("r3", "tiny", "hello", params, None, engine="tpu"))
     assert error.value.field == "engine"
     assert not engine.running
+
+
+def test_a_model_name_that_is_no_name_is_refused_before_any_path_is_built(engine) -> None:
+    """The fuzzer's find: a 300-character name made the models folder lookup raise OSError
+    (file name too long), an INTERNAL."""
+    for name in ("[" * 300, "../tiny", ""):
+        with pytest.raises(InvalidInput) as error:
+            engine.plan(name, KVConfig(), 10)
+        assert error.value.field == "model"
