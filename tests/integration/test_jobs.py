@@ -145,9 +145,12 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts(
             (child,) = wait_for(lambda: children(main), 10, "the pool child")
             os.kill(child, signal.SIGKILL)  # the worker requeues it at once: the next delivery
         final = wait_state(client, job.id, common_pb2.JOB_STATE_FAILED, 60)
-    assert final.attempts == 3
-    assert final.error == "giving up: delivered 3 times (KILN_JOB_MAX_ATTEMPTS=2)"
     assert final.error_code == "ABORTED"
+    # Whichever sees the second death first gives up: the worker, on the third delivery, or
+    # the server's lost-job pass (a dead pid on this host), before any third delivery.
+    by_worker = (3, "giving up: delivered 3 times (KILN_JOB_MAX_ATTEMPTS=2)")
+    by_server = final.attempts == 2 and final.error.endswith("on attempt 2; giving up")
+    assert (final.attempts, final.error) == by_worker or by_server, final
 
 
 def test_kill_9_pool_child_requeues_on_same_worker(grpc_server, worker, kiln_env) -> None:
