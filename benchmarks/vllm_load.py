@@ -36,8 +36,8 @@ loaded = time.perf_counter()
 from services.llm import SamplingParams
 backend.generate(["The capital of France is"], SamplingParams(max_tokens=8))
 done = time.perf_counter()
-print(json.dumps({"import": imported - started, "load": loaded - imported,
-                  "first": done - loaded}))
+print("times:", json.dumps({"import": imported - started, "load": loaded - imported,
+                            "first": done - loaded}))
 """
 SETTINGS = {
     "engine core in a child process (vLLM's default, kiln's)": "1",
@@ -56,7 +56,8 @@ def measure(model: Path, multiprocessing: str) -> dict[str, float]:
         timeout=900,
         check=True,
     )
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    (times,) = [line for line in run.stdout.splitlines() if line.startswith("times: ")]
+    return json.loads(times.removeprefix("times: "))
 
 
 def main() -> None:
