@@ -70,6 +70,18 @@ def test_needle_through_a_4bit_cache_at_one_eighth(inference: KilnClient) -> Non
     token_bytes = 30 * 3 * 64 * 2 * 2  # layers x KV heads x head_dim x (K, V) x 16 bits
     assert stats.bits == 4 and stats.bytes_planned <= prompt_tokens * token_bytes / 8
     assert prompt_tokens / 8 < min(stats.tokens_kept_per_layer) < prompt_tokens
+    # AdaKV shares each layer's budget across the 3 KV heads by SnapKV's votes: the heads keep
+    # different numbers of tokens in the same bytes, and the needle is still found
+    ada = pb.KVCompression(
+        method="snapkv", bits=4, budget_fp16_tokens=prompt_tokens / 8, adakv=True
+    )
+    adaptive = generate(inference, "needle-adakv", 12, kv=ada, **fields)
+    assert "Lisbon" in adaptive.text
+    per_head = list(adaptive.kv_stats.tokens_kept_per_head)
+    layers = [per_head[i : i + 3] for i in range(0, len(per_head), 3)]
+    assert len(layers) == 30 and any(len(set(heads)) > 1 for heads in layers)
+    assert [sum(heads) for heads in layers] == [3 * n for n in stats.tokens_kept_per_layer]
+    assert adaptive.kv_stats.bytes_used == stats.bytes_used
 
 
 def test_a_long_stream_outlives_the_default_deadline(inference: KilnClient) -> None:
