@@ -290,6 +290,21 @@ class ObjectStore:
         )
         return [o.object_name for o in objects if o.is_dir]
 
+    def remove_prefix(self, prefix: str) -> int:
+        """Deletes every object under prefix (a folder, ending with '/'); returns how many."""
+        from minio.deleteobjects import DeleteObject
+
+        keys = list(self.list_keys(prefix))
+        failures = self._call(
+            f"remove {prefix}",
+            lambda: list(
+                self.client.remove_objects(self.bucket, [DeleteObject(key) for key in keys])
+            ),
+        )
+        if failures:
+            raise Unavailable(f"remove {prefix}: {failures[0].message} ({len(failures)} objects)")
+        return len(keys)
+
     # -- manifests -------------------------------------------------------------------------
     def put_jsonl(self, key: str, rows: Iterable[Any]) -> ObjectRef:
         data = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode()

@@ -15,6 +15,7 @@ node task's ranks end when rank 0's group goes away.
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -23,9 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from services.common.errors import Unavailable
 from services.common.objectstore import ObjectRef, ObjectStore
 from services.common.settings import Settings
 from services.trainer.core.training import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def master_address(config: TrainConfig, settings: Settings) -> str:
@@ -54,8 +58,11 @@ def helper_ranks(
     from services.trainer.core.distributed import init_process_group
 
     helpers: list[subprocess.Popen] = []
+    wrote_spec = False
 
     def join_group(resumed_prefix: str | None) -> None:
+        nonlocal wrote_spec
+        wrote_spec = True
         address = master_address(config, settings)
         port = free_port()
         rows_ref = objects.put_jsonl(f"{prefix}/ranks/rows.jsonl", list(rows))
@@ -90,6 +97,16 @@ def helper_ranks(
             except subprocess.TimeoutExpired:
                 helper.kill()
                 helper.wait()
+        if wrote_spec:  # every rank read it before the group formed
+            _remove_specs(objects, f"{prefix}/ranks/")
+
+
+def _remove_specs(objects: ObjectStore, prefix: str) -> None:
+    """Deletes a run's specs and rows; a failure is logged, never raised over the run's own."""
+    try:
+        objects.remove_prefix(prefix)
+    except Unavailable as exc:
+        log.warning("could not remove %s: %s", prefix, exc)
 
 
 def start_ranks(spec_key: str, ranks: range, settings: Settings) -> list[subprocess.Popen]:

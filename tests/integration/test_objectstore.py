@@ -55,6 +55,19 @@ def test_manifest_commit_lists_files_last(kiln_env: Settings, tmp_path: Path) ->
         store.commit(prefix, [store.put_bytes("checkpoints/other/x", b"x")])
 
 
+def test_remove_prefix_deletes_that_folder_only(kiln_env: Settings) -> None:
+    store = ObjectStore(kiln_env)
+    for key in ("runs/r1/ranks/spec-1.json", "runs/r1/ranks/rows.jsonl", "runs/r1/MANIFEST.json"):
+        store.put_bytes(key, b"x")
+    store.put_bytes("runs/r1/ranks-old/keep", b"x")
+    assert store.remove_prefix("runs/r1/ranks/") == 2
+    assert sorted(store.list_keys("runs/r1/")) == [
+        "runs/r1/MANIFEST.json",
+        "runs/r1/ranks-old/keep",
+    ]
+    assert store.remove_prefix("runs/r1/ranks/") == 0
+
+
 def test_corrupted_object_is_refused(kiln_env: Settings, tmp_path: Path) -> None:
     store = ObjectStore(kiln_env)
     ref = store.put_bytes("datasets/d/v1/data.jsonl", b'{"a": 1}\n')

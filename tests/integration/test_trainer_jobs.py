@@ -445,6 +445,7 @@ def test_two_process_run_resumes_and_its_job_matches(
         train("ddp-crashy", crash_at=3)
     assert [c.step for c in list_checkpoints(store, "ddp-crashy")] == [2]
     train("ddp-crashy")
+    assert list(store.list_keys("runs/ddp-crashy/ranks/")) == [], "specs removed, crash or not"
     straight = adapter_tensors(store, "checkpoints/ddp-straight/4")
     resumed = adapter_tensors(store, "checkpoints/ddp-crashy/4")
     for name in straight:
@@ -458,6 +459,7 @@ def test_two_process_run_resumes_and_its_job_matches(
         seen = watch(client, job.id, timeout=300)
     assert seen[-1].progress.metrics["peak_memory_mb"] > 0
     from_job = adapter_tensors(store, "checkpoints/ddp-job/4")
+    assert list(store.list_keys(f"runs/{job.id}/ranks/")) == []
     for name in straight:
         torch.testing.assert_close(from_job[name], straight[name], atol=1e-6, rtol=1e-5)
 
