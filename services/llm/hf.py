@@ -176,12 +176,11 @@ class HFBackend:
         services.kv.budget.KVConfig) decodes over a compressed cache and appends
         its KVStats to kv_stats.
         """
-        from services.kv.budget import KVConfig, plan_prompt
-        from services.kv.decoder import geometry_of
+        from services.kv.budget import KVConfig
 
         params.validate()
         prompt_ids = self.encode(prompt, params.max_tokens)
-        planned = plan_prompt(kv or KVConfig(), prompt_ids, geometry_of(self.hf_model))
+        planned = self.batcher.batch.plan(kv or KVConfig(), prompt_ids)
         seq = self.sequence(planned, params, abort)
         try:
             yield from self.batcher.run(seq)
