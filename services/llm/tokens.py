@@ -14,6 +14,12 @@ def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     messages = list(prompt)
+    if not getattr(tokenizer, "chat_template", None):
+        raise InvalidInput(
+            "messages",
+            "the model has no chat template; send raw text instead "
+            "(`prompt`, `kiln generate --raw`, `raw_prompt` for the prober)",
+        )
     if messages[-1]["role"] == "assistant":  # a partial assistant turn to continue
         return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

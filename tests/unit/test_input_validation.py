@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2
 from services.common.errors import InvalidInput
 from services.common.json_input import load_json
 from services.common.protobuf import struct_to_dict
+from services.llm.tokens import encode_prompt
 from services.toolsynth.core.grader import parse_calls
 from services.trainer.core.data import read_rows
 
@@ -36,6 +37,20 @@ def test_a_non_finite_number_in_a_struct_is_named_by_its_path(value: float) -> N
     assert err.value.reason == f"must be a finite number, got {value}"
     struct["pool"]["weights"][1] = 2.5
     assert struct_to_dict(struct, "parameters") == {"pool": {"weights": [1.0, 2.5]}, "seed": 3.0}
+
+
+def test_messages_to_a_model_without_a_chat_template_are_a_field_error(tiny_model) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    chat = [{"role": "user", "content": "apple banana"}]
+    assert encode_prompt(tokenizer, chat) != encode_prompt(tokenizer, "apple banana")
+    tokenizer.chat_template = None
+    with pytest.raises(InvalidInput) as caught:
+        encode_prompt(tokenizer, chat)
+    assert caught.value.field == "messages"
+    assert "no chat template" in caught.value.reason
+    assert len(encode_prompt(tokenizer, "apple banana")) > 0
 
 
 def test_a_bad_dataset_line_is_named_by_its_number() -> None:
