@@ -9,6 +9,8 @@ from services.cli.app import connect, console, request_id
 
 kv_app = typer.Typer(help="KV-cache compression plans.", no_args_is_help=True)
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
 
 def _kv_message(
     method: str,
@@ -35,12 +37,14 @@ def _kv_message(
         current = getattr(kv, name)
         try:
             if isinstance(current, bool):
-                parsed: object = value.lower() in ("1", "true", "yes")
+                parsed: object = _BOOLEANS[value.lower()]
             elif isinstance(current, str):
                 parsed = value
             else:
                 parsed = type(current)(value)
             setattr(kv, name, parsed)
+        except KeyError:
+            raise typer.BadParameter(f"{setting!r}: want true or false") from None
         except (TypeError, ValueError) as error:
             raise typer.BadParameter(f"{setting!r}: {error}") from None
     return kv

@@ -53,6 +53,29 @@ def test_messages_to_a_model_without_a_chat_template_are_a_field_error(tiny_mode
     assert len(encode_prompt(tokenizer, "apple banana")) > 0
 
 
+def test_kv_settings_in_the_cli_are_typed_or_refused() -> None:
+    import typer
+
+    from services.cli.inference import _kv_message
+
+    kv = _kv_message("snapkv", 4, 0, 64.0, False, ["adakv=yes", "window_size=16", "sink_tokens=0"])
+    assert (kv.adakv, kv.window_size, kv.HasField("sink_tokens"), kv.budget_fp16_tokens) == (
+        True,
+        16,
+        True,
+        64.0,
+    )
+    assert _kv_message("snapkv", 4, 0, 0.0, False, ["adakv=False"]).adakv is False
+    for setting, reason in [
+        ("adakv=maybe", "want true or false"),
+        ("window_size=wide", "invalid literal"),
+        ("windows=3", "a field of"),
+        ("adakv", "want field=value"),
+    ]:
+        with pytest.raises(typer.BadParameter, match=reason):
+            _kv_message("snapkv", 4, 0, 0.0, False, [setting])
+
+
 def test_a_bad_dataset_line_is_named_by_its_number() -> None:
     data = b'{"prompt": "a", "completion": "b"}\n{"prompt": "c", "compl\n'
     with pytest.raises(InvalidInput) as caught:
