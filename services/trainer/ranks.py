@@ -102,7 +102,8 @@ def helper_ranks(
 
 
 def _remove_specs(objects: ObjectStore, prefix: str) -> None:
-    """Deletes a run's specs and rows; a failure is logged, never raised over the run's own."""
+    """Deletes a run's specs and rows. An unreachable store is logged, not raised over the
+    run's own outcome; any other S3 error (access denied) is raised like every store call's."""
     try:
         objects.remove_prefix(prefix)
     except Unavailable as exc:
